@@ -1,0 +1,231 @@
+"""Training configs: YAML files validated into typed models.
+
+Every model forbids unknown keys, so a typo is an error that names the key
+and the closest valid one instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rlkit.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EnvConfig(_Strict):
+    id: str = "CartPole-v1"
+    """A gymnasium id ("CartPole-v1"), or "module:env" for a PettingZoo env."""
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    normalize_obs: bool = False
+    clip_obs: float = Field(10.0, gt=0)
+    reward_scale: float = Field(1.0, gt=0)
+    """Rewards are multiplied by this for learning; reported returns stay raw."""
+
+
+class RolloutConfig(_Strict):
+    num_workers: int = Field(2, ge=1)
+    envs_per_worker: int = Field(8, ge=1)
+    fragment_length: int = Field(64, ge=1)
+    num_cpus_per_worker: float = Field(1.0, gt=0)
+
+
+class ModelConfig(_Strict):
+    hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [64, 64])
+    activation: Literal["tanh", "relu"] = "tanh"
+
+
+class _AlgoCommon(_Strict):
+    lr: float = Field(2.5e-4, gt=0)
+    anneal_lr: bool = True
+    update_epochs: int = Field(4, ge=1)
+    num_minibatches: int = Field(4, ge=1)
+    clip_coef: float = Field(0.2, gt=0)
+    ent_coef: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(0.5, gt=0)
+    target_kl: float | None = Field(None, gt=0)
+
+
+class PPOConfig(_AlgoCommon):
+    name: Literal["ppo"] = "ppo"
+    gamma: float = Field(0.99, gt=0, le=1)
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    norm_adv: bool = True
+    clip_vloss: bool = True
+    vf_coef: float = Field(0.5, ge=0)
+
+
+class GRPOConfig(_AlgoCommon):
+    name: Literal["grpo"] = "grpo"
+    group_size: int = Field(8, ge=2)
+    kl_coef: float = Field(0.04, ge=0)
+    ref_update_interval: int = Field(10, ge=0)
+    """Updates between refreshes of the frozen reference policy; 0 never refreshes."""
+
+
+AlgoConfig = Annotated[Union[PPOConfig, GRPOConfig], Field(discriminator="name")]
+
+
+class SyncConfig(_Strict):
+    mode: Literal["sync", "async"] = "sync"
+    max_policy_lag: int = Field(1, ge=0)
+
+
+class StopConfig(_Strict):
+    total_steps: int | None = Field(500_000, ge=1)
+    target_return: float | None = None
+    """Stop once the mean return of the last 100 episodes reaches this."""
+    time_budget_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _some_stop(self) -> StopConfig:
+        if self.total_steps is None and self.time_budget_s is None:
+            raise ValueError("set stop.total_steps or stop.time_budget_s, or training never ends")
+        return self
+
+
+class CheckpointConfig(_Strict):
+    every_updates: int = Field(50, ge=1)
+    keep: int = Field(3, ge=1)
+
+
+class TrainConfig(_Strict):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    runs_dir: str = "runs"
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    algo: AlgoConfig = Field(default_factory=PPOConfig)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
+    stop: StopConfig = Field(default_factory=StopConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @model_validator(mode="after")
+    def _grpo_groups_fit(self) -> TrainConfig:
+        if isinstance(self.algo, GRPOConfig) and self.rollout.envs_per_worker % self.algo.group_size:
+            raise ValueError(
+                f"rollout.envs_per_worker ({self.rollout.envs_per_worker}) must be a multiple of "
+                f"algo.group_size ({self.algo.group_size}): each worker runs whole groups"
+            )
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning I/O and syntax errors into one-line ConfigErrors."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file", "check the path") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read: {err.__class__.__name__}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top, got {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``algo.lr=1e-3`` into its key path and a YAML-typed value."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set algo.lr=1e-3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to a raw config mapping (validation comes after)."""
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for i, key in enumerate(keys[:-1]):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item}: {'.'.join(keys[: i + 1])} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the section that ``loc`` points into, for suggestions."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            # A discriminated union puts the tag ("ppo") in the location.
+            continue
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        current = models[0] if models else annotation
+        if len(models) > 1:
+            tag = next((p for p in loc if p in ("ppo", "grpo")), None)
+            current = next((m for m in models if tag and m.model_fields["name"].default == tag), models[0])
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def describe_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    """One line for the first problem pydantic found, with a suggestion where one exists."""
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    # The union tag ("ppo"/"grpo") is an internal step, not a key the user wrote.
+    key = ".".join(str(p) for p in loc if p not in ("ppo", "grpo")) or "(top level)"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        valid = _fields_at(model, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        hint = f"did you mean {'.'.join([*key.split('.')[:-1], close[0]])}?" if close else (
+            f"valid keys here: {', '.join(valid)}" if valid else "remove it"
+        )
+        return f"{source}: unknown key {key} ({hint})"
+    if kind == "union_tag_invalid":
+        return f"{source}: {key}.name must be one of ppo, grpo"
+    msg = first["msg"]
+    if kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        return f"{source}: {msg}" if key == "(top level)" else f"{source}: {key}: {msg}"
+    given = first.get("input")
+    shown = f" (got {given!r})" if not isinstance(given, dict) else ""
+    return f"{source}: {key}: {msg}{shown}"
+
+
+def load_train_config(path: Path | None, overrides: list[str] | None = None,
+                      base: dict[str, Any] | None = None) -> TrainConfig:
+    """Load a config file (or ``base``), apply ``--set`` overrides, validate."""
+    data = base if base is not None else (load_yaml(path) if path else {})
+    data = apply_overrides(data, list(overrides or []))
+    if path is not None and "name" not in data:
+        data["name"] = path.stem
+    source = str(path) if path else "config"
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, TrainConfig, source)) from None

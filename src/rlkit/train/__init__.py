@@ -1,0 +1,1 @@
+"""The RL engine: rollout actors, learner, algorithms, the training loop."""

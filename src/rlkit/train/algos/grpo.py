@@ -1,0 +1,38 @@
+"""GRPO's loss on one minibatch: no critic, group-relative advantages."""
+
+from __future__ import annotations
+
+import torch
+
+from rlkit.config import GRPOConfig
+from rlkit.train.torch_model import ActorCritic
+
+
+def grpo_loss(model: ActorCritic, mb: dict[str, torch.Tensor], cfg: GRPOConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    new_logprob, entropy = model.log_prob_entropy(mb["obs"], mb["actions"])
+    logratio = new_logprob - mb["logprobs"]
+    ratio = logratio.exp()
+
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+
+    # Episode-level advantages, already normalised within each group.
+    adv = mb["advantages"]
+    # PPO-style clipped ratio, averaged over steps.
+    pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+
+    # KL to the frozen reference policy, k3 estimator: exp(d) - d - 1 >= 0 with d = ref - new.
+    d = mb["ref_logprobs"] - new_logprob
+    kl_ref = (d.exp() - d - 1).mean()
+
+    entropy_loss = entropy.mean()
+    loss = pg_loss + cfg.kl_coef * kl_ref - cfg.ent_coef * entropy_loss
+    stats = {
+        "losses/policy_loss": pg_loss.detach(),
+        "losses/kl_ref": kl_ref.detach(),
+        "losses/entropy": entropy_loss.detach(),
+        "losses/approx_kl": approx_kl,
+        "losses/clipfrac": clipfrac,
+    }
+    return loss, stats

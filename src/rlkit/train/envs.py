@@ -1,0 +1,110 @@
+"""Environment factories and the space description the rest of the engine uses.
+
+Single-agent gymnasium ids map to one policy, ``DEFAULT_POLICY``; the
+``EnvSpec.policies`` mapping is where multi-agent PettingZoo environments
+will name one spec per policy.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import gymnasium as gym
+import numpy as np
+
+from rlkit.config import EnvConfig
+from rlkit.errors import ConfigError
+
+DEFAULT_POLICY = "default"
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What a policy needs to know about its observations and actions."""
+
+    obs_shape: tuple[int, ...]
+    action_kind: Literal["discrete", "continuous"]
+    action_dim: int
+    """Number of choices (discrete) or of action components (continuous)."""
+    action_low: tuple[float, ...] = ()
+    action_high: tuple[float, ...] = ()
+
+    @property
+    def obs_dim(self) -> int:
+        return int(np.prod(self.obs_shape))
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    env_id: str
+    policies: dict[str, PolicySpec]
+    max_episode_steps: int | None
+
+
+def _policy_spec(env_id: str, obs_space: gym.Space, act_space: gym.Space, algo: str) -> PolicySpec:
+    if not isinstance(obs_space, gym.spaces.Box):
+        raise ConfigError(
+            f"env.id {env_id}: observation space {obs_space} is not supported",
+            "rlkit policies take Box observations; add a FlattenObservation wrapper env",
+        )
+    if isinstance(act_space, gym.spaces.Discrete):
+        return PolicySpec(tuple(obs_space.shape), "discrete", int(act_space.n))
+    if isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1:
+        return PolicySpec(
+            tuple(obs_space.shape), "continuous", int(act_space.shape[0]),
+            tuple(float(x) for x in act_space.low), tuple(float(x) for x in act_space.high),
+        )
+    raise ConfigError(
+        f"algo {algo} does not fit env.id {env_id}: action space {act_space} is not supported",
+        "rlkit supports Discrete and 1-D Box action spaces",
+    )
+
+
+def _check_env_id(env_id: str) -> None:
+    if ":" in env_id:
+        raise ConfigError(
+            f"env.id {env_id}: PettingZoo (module:env) environments are not supported by rlkit train yet",
+            "use a gymnasium id such as CartPole-v1",
+        )
+    if env_id in gym.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else "see gymnasium.registry for valid ids"
+    raise ConfigError(f"env.id: unknown environment {env_id!r}", hint)
+
+
+def make_env(cfg: EnvConfig) -> gym.Env:
+    _check_env_id(cfg.id)
+    try:
+        return gym.make(cfg.id, **cfg.kwargs)
+    except TypeError as err:
+        raise ConfigError(f"env.kwargs for {cfg.id}: {err}") from None
+    except gym.error.DependencyNotInstalled as err:
+        raise ConfigError(f"env.id {cfg.id}: {err}") from None
+
+
+def env_factory(cfg: EnvConfig) -> Callable[[], gym.Env]:
+    """A picklable-by-value factory for vector envs inside rollout actors."""
+    env_id, kwargs = cfg.id, dict(cfg.kwargs)
+    return lambda: gym.make(env_id, **kwargs)
+
+
+def probe(cfg: EnvConfig, algo: str) -> EnvSpec:
+    """Build one env to learn its spaces; raises ConfigError for what rlkit cannot train."""
+    env = make_env(cfg)
+    try:
+        spec = _policy_spec(cfg.id, env.observation_space, env.action_space, algo)
+        max_steps = env.spec.max_episode_steps if env.spec else None
+    finally:
+        env.close()
+    return EnvSpec(cfg.id, {DEFAULT_POLICY: spec}, max_steps)
+
+
+def spec_to_dict(spec: EnvSpec) -> dict[str, Any]:
+    return {
+        "env_id": spec.env_id,
+        "max_episode_steps": spec.max_episode_steps,
+        "policies": {k: vars(v) for k, v in spec.policies.items()},
+    }

@@ -1,0 +1,66 @@
+"""Evaluate a checkpoint's deterministic policy, without Ray."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rlkit.config import TrainConfig
+from rlkit.errors import BadInputError
+from rlkit.train import checkpoint as ckpt
+from rlkit.train.envs import DEFAULT_POLICY, make_env, probe
+from rlkit.train.policies import NumpyPolicy
+
+
+@dataclass
+class EvalResult:
+    checkpoint: str
+    episodes: int
+    mean_return: float
+    std_return: float
+    mean_length: float
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _find_checkpoint(target: Path) -> Path:
+    if target.is_dir():
+        return ckpt.latest_checkpoint(target)
+    if target.is_file():
+        return target
+    raise BadInputError(f"{target}: no such run directory or checkpoint file")
+
+
+def evaluate(target: Path, episodes: int = 10, seed: int = 10_000) -> EvalResult:
+    """Mean and std return of the greedy (argmax or mean-action) policy over ``episodes``."""
+    if episodes < 1:
+        raise BadInputError(f"--episodes {episodes}: must be at least 1")
+    path = _find_checkpoint(target)
+    state = ckpt.load_checkpoint(path)
+    config = TrainConfig.model_validate(state["config"])
+    spec = probe(config.env, config.algo.name).policies[DEFAULT_POLICY]
+    learner_state = state["trainer"]["learner"]
+    policy = NumpyPolicy(spec, config.model, critic=False)
+    policy.load({k: v.numpy() for k, v in learner_state["model"].items()})
+    obs_rms = learner_state["obs_rms"]
+    env = make_env(config.env)
+    returns, lengths = [], []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        total, steps, done = 0.0, 0, False
+        while not done:
+            x = np.asarray(obs, np.float32).reshape(1, -1)
+            if obs_rms is not None:
+                x = obs_rms.normalize(x, config.env.clip_obs)
+            action = policy.env_actions(policy.act_deterministic(x))[0]
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+        returns.append(total)
+        lengths.append(steps)
+    env.close()
+    return EvalResult(str(path), episodes, float(np.mean(returns)), float(np.std(returns)), float(np.mean(lengths)))

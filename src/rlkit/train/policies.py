@@ -1,0 +1,81 @@
+"""Policy models: the torch actor-critic the learner trains, and a numpy copy.
+
+Rollout actors run ``NumpyPolicy``: an MLP forward pass in numpy is faster
+than torch at rollout batch sizes and keeps torch (about 220 MB and two
+seconds of import) out of every actor process. Both sides read the same
+weight dict, so the numpy log-probabilities match torch's to float precision.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rlkit.config import ModelConfig
+from rlkit.train.envs import PolicySpec
+
+Weights = dict[str, np.ndarray]
+
+
+def _activation(name: str):
+    return np.tanh if name == "tanh" else (lambda x: np.maximum(x, 0.0))
+
+
+class NumpyPolicy:
+    """Inference-only mirror of ``ActorCritic`` for rollout actors."""
+
+    def __init__(self, spec: PolicySpec, model: ModelConfig, critic: bool) -> None:
+        self.spec = spec
+        self.critic = critic
+        self.num_layers = len(model.hidden_sizes) + 1
+        self.act_fn = _activation(model.activation)
+        self.weights: Weights = {}
+        if spec.action_kind == "continuous":
+            self.low = np.asarray(spec.action_low, dtype=np.float32)
+            self.high = np.asarray(spec.action_high, dtype=np.float32)
+
+    def load(self, weights: Weights) -> None:
+        self.weights = weights
+
+    def _mlp(self, prefix: str, x: np.ndarray) -> np.ndarray:
+        w = self.weights
+        for i in range(self.num_layers):
+            # nn.Sequential numbers activations too: Linear layers sit at 0, 2, 4...
+            x = x @ w[f"{prefix}.{2 * i}.weight"].T + w[f"{prefix}.{2 * i}.bias"]
+            if i < self.num_layers - 1:
+                x = self.act_fn(x)
+        return x
+
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        if not self.critic:
+            return np.zeros(len(obs), dtype=np.float32)
+        return self._mlp("critic", obs)[:, 0]
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample actions; returns (actions, log-probabilities, values)."""
+        out = self._mlp("actor", obs)
+        if self.spec.action_kind == "discrete":
+            logp_all = out - out.max(axis=1, keepdims=True)
+            logp_all -= np.log(np.exp(logp_all).sum(axis=1, keepdims=True))
+            # Inverse-CDF sampling: one uniform draw per row.
+            cdf = np.cumsum(np.exp(logp_all), axis=1)
+            u = rng.random((len(obs), 1)) * cdf[:, -1:]
+            actions = np.minimum((cdf < u).sum(axis=1), self.spec.action_dim - 1)
+            logp = logp_all[np.arange(len(obs)), actions]
+        else:
+            log_std = self.weights["actor_logstd"]
+            noise = rng.standard_normal(out.shape).astype(np.float32)
+            actions = out + np.exp(log_std) * noise
+            logp = (-0.5 * noise**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(axis=1)
+        return actions, logp.astype(np.float32), self.value(obs)
+
+    def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
+        out = self._mlp("actor", obs)
+        return out.argmax(axis=1) if self.spec.action_kind == "discrete" else out
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """What the environment receives: Gaussian samples clipped to the Box bounds."""
+        if self.spec.action_kind == "discrete":
+            return actions
+        return np.clip(actions, self.low, self.high)

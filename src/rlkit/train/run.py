@@ -1,0 +1,113 @@
+"""``train()``: one training run from config to final checkpoint, usable from Python."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from rlkit.config import TrainConfig
+from rlkit.errors import BadInputError
+from rlkit.train import checkpoint as ckpt
+from rlkit.train.envs import probe
+
+
+@dataclass
+class TrainSummary:
+    run_dir: str
+    name: str
+    stop_reason: str
+    global_step: int
+    updates: int
+    episodes: int
+    rolling_return: float | None
+    wall_s: float
+    sps: float
+    checkpoint: str
+    device: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _check_resources(config: TrainConfig) -> None:
+    import ray
+
+    need = config.rollout.num_workers * config.rollout.num_cpus_per_worker
+    have = ray.cluster_resources().get("CPU", 0.0)
+    if need > have:
+        raise BadInputError(
+            f"rollout.num_workers={config.rollout.num_workers} x num_cpus_per_worker="
+            f"{config.rollout.num_cpus_per_worker} needs {need:g} CPUs; the Ray cluster has {have:g}",
+            "lower rollout.num_workers or rollout.num_cpus_per_worker",
+        )
+
+
+def train(
+    config: TrainConfig,
+    *,
+    address: str | None = None,
+    resume: Path | None = None,
+    quiet: bool = True,
+    on_update: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainSummary:
+    """Train until a stop condition; returns a summary. Ctrl-C saves a checkpoint first.
+
+    With ``resume``, ``config`` should be the run's own (``load_run_config``)
+    and training continues in that run directory from its latest checkpoint.
+    """
+    from rlkit.train.runlog import RunLog
+    from rlkit.train.session import ray_session
+    from rlkit.train.trainer import Trainer
+
+    # Validate the environment before paying for Ray's start-up.
+    spec = probe(config.env, config.algo.name)
+    state = None
+    if resume is not None:
+        run_dir = resume
+        state = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir))
+        (run_dir / ckpt.CONFIG_FILE).write_text(config.to_yaml())
+    else:
+        run_dir = ckpt.new_run_dir(config)
+
+    with ray_session(address):
+        _check_resources(config)
+        trainer = Trainer(config, spec)
+        log: RunLog | None = None
+        try:
+            if state is not None:
+                trainer.load_state_dict(state["trainer"])
+            log = RunLog(run_dir, config, quiet, start_step=trainer.global_step)
+            reason = None
+            last_saved = -1
+            try:
+                while (reason := trainer.stop_reason()) is None:
+                    metrics = trainer.step()
+                    updates = trainer.learner.updates
+                    log.log(trainer.global_step, updates, trainer.elapsed, metrics)
+                    if on_update is not None:
+                        on_update(updates, metrics)
+                    if updates % config.checkpoint.every_updates == 0:
+                        _save(run_dir, trainer, config)
+                        last_saved = updates
+            except KeyboardInterrupt:
+                reason = "interrupted"
+            path = (ckpt.checkpoints(run_dir)[-1] if last_saved == trainer.learner.updates
+                    else _save(run_dir, trainer, config))
+            summary = TrainSummary(
+                run_dir=str(run_dir), name=config.name, stop_reason=reason,
+                global_step=trainer.global_step, updates=trainer.learner.updates,
+                episodes=trainer.episodes, rolling_return=trainer.rolling_return,
+                wall_s=round(trainer.elapsed, 3), sps=round(trainer.global_step / max(trainer.elapsed, 1e-9), 1),
+                checkpoint=str(path), device=str(trainer.learner.device),
+            )
+        finally:
+            if log is not None:
+                log.close()
+            trainer.close()
+    return summary
+
+
+def _save(run_dir: Path, trainer, config: TrainConfig) -> Path:
+    state = {"trainer": trainer.state_dict(), "config": config.model_dump(mode="json")}
+    return ckpt.save_checkpoint(run_dir, trainer.learner.updates, state, config.checkpoint.keep)

@@ -1,0 +1,72 @@
+"""What a run writes as it goes: TensorBoard, metrics.jsonl, a progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from rlkit.config import TrainConfig
+
+
+def _clean(value: float) -> float | None:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+class RunLog:
+    """TensorBoard scalars under CleanRL's tag names, the same numbers as JSON lines."""
+
+    def __init__(self, run_dir: Path, config: TrainConfig, quiet: bool, start_step: int = 0) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
+        if not start_step:
+            table = "\n".join(f"|{k}|{v}|" for k, v in _flatten(config.model_dump(mode="json")).items())
+            self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        self.metrics_file = (run_dir / "metrics.jsonl").open("a")
+        self.progress: Progress | None = None
+        if not quiet:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(),
+                TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+                TextColumn("{task.fields[sps]:>7,.0f} SPS"),
+                TextColumn("return {task.fields[ret]}"),
+                TimeElapsedColumn(), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=False,
+            )
+            total = config.stop.total_steps or 0
+            self.task = self.progress.add_task(config.name, total=total, completed=start_step, sps=0.0, ret="-")
+            self.progress.start()
+
+    def log(self, step: int, update: int, elapsed: float, metrics: dict[str, float]) -> None:
+        for tag, value in metrics.items():
+            if math.isfinite(value):
+                self.writer.add_scalar(tag, value, step)
+        record = {"step": step, "update": update, "time": round(elapsed, 3)}
+        record.update({k: _clean(v) for k, v in metrics.items()})
+        self.metrics_file.write(json.dumps(record) + "\n")
+        if self.progress is not None:
+            ret = metrics.get("charts/rolling_return")
+            self.progress.update(self.task, completed=step, sps=metrics.get("charts/SPS", 0.0),
+                                 ret="-" if ret is None else f"{ret:.1f}")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        self.metrics_file.close()
+        self.writer.close()
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,60 @@
+"""The torch actor-critic trained by the learner (CleanRL's layout)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical, Normal
+
+from rlkit.config import ModelConfig
+from rlkit.train.envs import PolicySpec
+
+
+def layer_init(layer: nn.Linear, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Linear:
+    # Orthogonal initialisation, sqrt(2) gain for hidden layers.
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def _mlp(in_dim: int, hidden: list[int], out_dim: int, activation: str, out_std: float) -> nn.Sequential:
+    act = nn.Tanh if activation == "tanh" else nn.ReLU
+    layers: list[nn.Module] = []
+    for size in hidden:
+        layers += [layer_init(nn.Linear(in_dim, size)), act()]
+        in_dim = size
+    layers.append(layer_init(nn.Linear(in_dim, out_dim), std=out_std))
+    return nn.Sequential(*layers)
+
+
+class ActorCritic(nn.Module):
+    def __init__(self, spec: PolicySpec, model: ModelConfig, critic: bool) -> None:
+        super().__init__()
+        self.spec = spec
+        # Small final-layer gain keeps the initial policy close to uniform.
+        self.actor = _mlp(spec.obs_dim, model.hidden_sizes, spec.action_dim, model.activation, 0.01)
+        self.critic = _mlp(spec.obs_dim, model.hidden_sizes, 1, model.activation, 1.0) if critic else None
+        if spec.action_kind == "continuous":
+            # State-independent log standard deviation, as in CleanRL's continuous PPO.
+            self.actor_logstd = nn.Parameter(torch.zeros(spec.action_dim))
+
+    def distribution(self, obs: torch.Tensor) -> torch.distributions.Distribution:
+        out = self.actor(obs)
+        if self.spec.action_kind == "discrete":
+            return Categorical(logits=out)
+        return Normal(out, self.actor_logstd.expand_as(out).exp())
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        assert self.critic is not None
+        return self.critic(obs).squeeze(-1)
+
+    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = self.distribution(obs)
+        if self.spec.action_kind == "discrete":
+            return dist.log_prob(actions.long()), dist.entropy()
+        return dist.log_prob(actions).sum(-1), dist.entropy().sum(-1)
+
+    def numpy_weights(self) -> dict[str, np.ndarray]:
+        """Weights for ``NumpyPolicy``: one dict, published once per version."""
+        return {k: v.detach().to("cpu", torch.float32).numpy().copy() for k, v in self.state_dict().items()}

@@ -1,0 +1,139 @@
+"""Trainer: one training iteration at a time, with everything needed to resume.
+
+``rlkit train`` drives it in a loop with logging and checkpoints; a Tune
+trial drives the same object and reports each iteration to Tune.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+import ray
+
+from rlkit.config import TrainConfig
+from rlkit.train.envs import EnvSpec
+from rlkit.train.learner import Learner, resolve_device
+from rlkit.train.pool import WorkerPool
+from rlkit.train.rollout import Fragment
+
+ROLLING_EPISODES = 100
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, spec: EnvSpec, placement: Any = None) -> None:
+        self.cfg = config
+        self.learner = Learner(config, spec, resolve_device(config.device))
+        self.pool = WorkerPool(config, spec, placement)
+        self.global_step = 0
+        self.episodes = 0
+        self.dropped = 0
+        self.recent_returns: deque[float] = deque(maxlen=ROLLING_EPISODES)
+        self.elapsed_before = 0.0
+        self.started = time.perf_counter()
+        self.weights_ref = ray.put(self.learner.publish())
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    @property
+    def rolling_return(self) -> float | None:
+        return float(np.mean(self.recent_returns)) if self.recent_returns else None
+
+    def _progress(self) -> float:
+        stop = self.cfg.stop
+        fractions = []
+        if stop.total_steps:
+            fractions.append(self.global_step / stop.total_steps)
+        if stop.time_budget_s:
+            fractions.append(self.elapsed / stop.time_budget_s)
+        return min(1.0, max(fractions))
+
+    def _collect(self) -> tuple[list[Fragment], list[int]]:
+        """Fragments for one update, and the policy lag of each."""
+        box, version = [self.weights_ref], self.learner.version
+        if self.cfg.sync.mode == "sync":
+            fragments = self.pool.sample_all(box, version)
+            self._account(fragments)
+            return fragments, [0] * len(fragments)
+        # Async: take fragments as they complete until one sync-sized batch is
+        # in hand; fragments older than max_policy_lag are dropped and counted.
+        target = self.cfg.rollout.num_workers
+        fragments, lags = [], []
+        while len(fragments) < target:
+            frag = self.pool.next_completed(box, version)
+            self._account([frag])
+            lag = version - frag.policy_version
+            if lag > self.cfg.sync.max_policy_lag:
+                self.dropped += 1
+                continue
+            fragments.append(frag)
+            lags.append(lag)
+        return fragments, lags
+
+    def _account(self, fragments: list[Fragment]) -> None:
+        for frag in fragments:
+            self.global_step += frag.env_steps
+            self.episodes += len(frag.episode_returns)
+            self.recent_returns.extend(frag.episode_returns)
+
+    def step(self) -> dict[str, float]:
+        """Sample, update once, publish the new version; returns this iteration's metrics."""
+        fragments, lags = self._collect()
+        metrics = self.learner.update(fragments, self._progress())
+        # One ray.put per version; actors read it from the object store.
+        self.weights_ref = ray.put(self.learner.publish())
+        returns = [r for f in fragments for r in f.episode_returns]
+        lengths = [n for f in fragments for n in f.episode_lengths]
+        if returns:
+            metrics["charts/episodic_return"] = float(np.mean(returns))
+            metrics["charts/episodic_length"] = float(np.mean(lengths))
+        if self.recent_returns:
+            metrics["charts/rolling_return"] = float(np.mean(self.recent_returns))
+        metrics["charts/SPS"] = self.global_step / max(self.elapsed, 1e-9)
+        metrics["charts/policy_lag_min"] = float(min(lags))
+        metrics["charts/policy_lag_mean"] = float(np.mean(lags))
+        metrics["charts/policy_lag_max"] = float(max(lags))
+        metrics["charts/dropped_fragments"] = float(self.dropped)
+        metrics["charts/actor_restarts"] = float(self.pool.restarts)
+        return metrics
+
+    def stop_reason(self) -> str | None:
+        stop = self.cfg.stop
+        if stop.total_steps is not None and self.global_step >= stop.total_steps:
+            return "total_steps"
+        if (stop.target_return is not None and len(self.recent_returns) == ROLLING_EPISODES
+                and np.mean(self.recent_returns) >= stop.target_return):
+            return "target_return"
+        if stop.time_budget_s is not None and self.elapsed >= stop.time_budget_s:
+            return "time_budget"
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        self.pool.drain()
+        return {
+            "learner": self.learner.state_dict(),
+            "workers": self.pool.get_states(),
+            "global_step": self.global_step,
+            "episodes": self.episodes,
+            "dropped": self.dropped,
+            "recent_returns": list(self.recent_returns),
+            "elapsed": self.elapsed,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state["learner"])
+        self.pool.set_states(state["workers"])
+        self.global_step = state["global_step"]
+        self.episodes = state["episodes"]
+        self.dropped = state["dropped"]
+        self.recent_returns = deque(state["recent_returns"], maxlen=ROLLING_EPISODES)
+        self.elapsed_before = state["elapsed"]
+        self.started = time.perf_counter()
+        self.weights_ref = ray.put(self.learner.publish())
+
+    def close(self) -> None:
+        self.pool.shutdown()
