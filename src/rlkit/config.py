@@ -109,6 +109,14 @@ class TrainConfig(_Strict):
     stop: StopConfig = Field(default_factory=StopConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _algo_defaults_to_ppo(cls, data: Any) -> Any:
+        # An algo section without a name is PPO, so its other keys are still checked.
+        if isinstance(data, dict) and isinstance(data.get("algo"), dict) and "name" not in data["algo"]:
+            data = {**data, "algo": {"name": "ppo", **data["algo"]}}
+        return data
+
     @model_validator(mode="after")
     def _grpo_groups_fit(self) -> TrainConfig:
         if isinstance(self.algo, GRPOConfig) and self.rollout.envs_per_worker % self.algo.group_size:

@@ -36,8 +36,8 @@ class Learner:
         torch.manual_seed(config.seed)
         pspec = spec.policies[DEFAULT_POLICY]
         self.model = ActorCritic(pspec, config.model, critic=not self.grpo).to(device)
-        # Adam with eps=1e-5, CleanRL's setting for PPO.
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.algo.lr, eps=1e-5)
+        # Adam with eps=1e-5, CleanRL's setting for PPO; fused runs one kernel per step.
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.algo.lr, eps=1e-5, fused=True)
         self.ref_model = copy.deepcopy(self.model).requires_grad_(False) if self.grpo else None
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.obs_rms = RunningMeanStd.zeros((pspec.obs_dim,)) if config.env.normalize_obs else None

@@ -1,0 +1,33 @@
+"""Shared fixtures: a real local Ray for in-process tests, isolated rlkit paths."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the user's ~/.ray_address or ~/.rlkit."""
+    monkeypatch.setenv("RLKIT_HOME", str(tmp_path / "rlkit-home"))
+    monkeypatch.setenv("RLKIT_RAY_ADDRESS_FILE", str(tmp_path / "ray_address"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """One embedded Ray for the in-process training tests (train() reuses it)."""
+    import ray
+
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+             log_to_driver=False, logging_level="ERROR")
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -1,0 +1,141 @@
+"""Bad training input: one clear line on stderr, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from rlkit.cli import main
+from tests.conftest import CONFIGS
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    err = capsys.readouterr().err
+    return code, err
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_missing_file(capsys, tmp_path: Path) -> None:
+    code, err = run_cli(capsys, "train", str(tmp_path / "nope.yaml"))
+    assert code == 2
+    assert "nope.yaml: no such file" in one_line(err)
+
+
+def test_yaml_syntax_error_names_the_line(capsys, tmp_path: Path) -> None:
+    cfg = write(tmp_path, "env:\n  id: CartPole-v1\nalgo: [ppo\nseed: 3\n")
+    code, err = run_cli(capsys, "train", str(cfg))
+    assert code == 2
+    line = one_line(err)
+    assert f"{cfg}:4:" in line and "YAML syntax error" in line
+
+
+def test_unknown_key_suggests_the_closest_valid_key(capsys, tmp_path: Path) -> None:
+    cfg = write(tmp_path, "algo:\n  name: ppo\n  learning_rat: 0.001\n")
+    code, err = run_cli(capsys, "train", str(cfg))
+    assert code == 2
+    line = one_line(err)
+    assert "unknown key algo.learning_rat" in line
+    cfg = write(tmp_path, "rollout:\n  num_worker: 3\n")
+    code, err = run_cli(capsys, "train", str(cfg))
+    assert "did you mean rollout.num_workers?" in one_line(err)
+
+
+def test_unknown_override_key_is_reported_like_a_file_key(capsys) -> None:
+    code, err = run_cli(capsys, "train", str(CONFIGS / "ppo_cartpole.yaml"), "--set", "algo.gama=0.9")
+    assert code == 2
+    assert "did you mean algo.gamma?" in one_line(err)
+
+
+def test_wrong_type_names_key_and_value(capsys, tmp_path: Path) -> None:
+    cfg = write(tmp_path, "rollout:\n  num_workers: many\n")
+    code, err = run_cli(capsys, "train", str(cfg))
+    assert code == 2
+    line = one_line(err)
+    assert "rollout.num_workers" in line and "'many'" in line
+
+
+def test_unknown_algorithm_name(capsys, tmp_path: Path) -> None:
+    code, err = run_cli(capsys, "train", str(write(tmp_path, "algo:\n  name: dqn\n")))
+    assert code == 2
+    assert "algo.name must be one of ppo, grpo" in one_line(err)
+
+
+def test_unknown_environment_lists_close_matches(capsys, tmp_path: Path) -> None:
+    code, err = run_cli(capsys, "train", str(write(tmp_path, "env:\n  id: CartPol-v1\n")))
+    assert code == 2
+    line = one_line(err)
+    assert "unknown environment 'CartPol-v1'" in line and "CartPole-v1" in line
+
+
+def test_grpo_groups_must_fit_the_worker(capsys) -> None:
+    code, err = run_cli(capsys, "train", str(CONFIGS / "grpo_cartpole.yaml"), "--set", "rollout.envs_per_worker=6")
+    assert code == 2
+    assert "multiple of algo.group_size" in one_line(err)
+
+
+class _MultiBinaryEnv(gym.Env):
+    observation_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+    action_space = gym.spaces.MultiBinary(4)
+
+
+def test_algorithm_that_does_not_fit_the_action_space(capsys, tmp_path: Path) -> None:
+    gym.register("RlkitTestMultiBinary-v0", entry_point=_MultiBinaryEnv)
+    try:
+        code, err = run_cli(capsys, "train", str(write(tmp_path, "env:\n  id: RlkitTestMultiBinary-v0\n")))
+    finally:
+        del gym.registry["RlkitTestMultiBinary-v0"]
+    assert code == 2
+    line = one_line(err)
+    assert "algo ppo does not fit" in line and "MultiBinary" in line
+
+
+def test_no_stop_condition(capsys, tmp_path: Path) -> None:
+    code, err = run_cli(capsys, "train", str(write(tmp_path, "stop:\n  total_steps: null\n")))
+    assert code == 2
+    assert "training never ends" in one_line(err)
+
+
+def test_resume_from_a_directory_that_is_not_a_run(capsys, tmp_path: Path) -> None:
+    code, err = run_cli(capsys, "train", "--resume", str(tmp_path))
+    assert code == 2
+    assert "not a run directory" in one_line(err)
+
+
+def test_eval_of_a_missing_checkpoint(capsys, tmp_path: Path) -> None:
+    code, err = run_cli(capsys, "eval", str(tmp_path / "missing"))
+    assert code == 2
+    assert "no such run directory or checkpoint" in one_line(err)
+
+
+def test_the_installed_command_prints_no_traceback_and_debug_does(tmp_path: Path) -> None:
+    rlkit = Path(sys.executable).with_name("rlkit")
+    cfg = write(tmp_path, "algo:\n  nam: ppo\n")
+    plain = subprocess.run([str(rlkit), "train", str(cfg)], capture_output=True, text=True)
+    assert plain.returncode == 2
+    assert "Traceback" not in plain.stderr and "unknown key algo.nam" in plain.stderr
+    debug = subprocess.run([str(rlkit), "--debug", "train", str(cfg)], capture_output=True, text=True)
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_help_imports_neither_ray_nor_torch() -> None:
+    code = "import sys; from rlkit.cli import app; print('ray' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
