@@ -27,8 +27,12 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from rlkit.cli import train
+    from rlkit.cli import env, launch, status, teardown, train
 
+    launch.register(app)
+    status.register(app)
+    env.register(app)
+    teardown.register(app)
     train.register(app)
 
 

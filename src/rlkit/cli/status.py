@@ -1,0 +1,130 @@
+"""``rlkit status``: clusters (and later jobs and sweeps), live."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import typer
+
+from rlkit.cli import output
+from rlkit.errors import BadInputError
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from rlkit.clusters.status import ClusterStatus, StatusReport
+
+_STATE_STYLE = {"UP": "green", "STARTING": "yellow", "STOPPED": "yellow"}
+
+
+def status(
+    names: list[str] | None = typer.Argument(None, help="Clusters to show (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until Ctrl-C."),
+    interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes with --watch."),
+    timeout: float = typer.Option(3.0, "--timeout", help="Seconds to wait for each cluster's answer."),
+) -> int:
+    """Show every registered cluster: state, nodes, CPUs and GPUs used/total, Ray version, token auth.
+
+    Clusters are asked in parallel: a dead one costs at most --timeout.
+    Exit code 0 when all shown clusters are UP, 1 when none is (2 when the
+    address is wrong or a token missing), 3 when some are.
+
+    Examples:
+
+        rlkit status
+
+        rlkit status lab-a lab-b --json
+    """
+    from rlkit.clusters.status import collect_status
+
+    if timeout <= 0 or interval <= 0:
+        raise BadInputError("--timeout and --interval must be positive")
+    if watch and as_json:
+        raise BadInputError("--watch and --json do not go together", "run `rlkit status --json` in a loop instead")
+    if watch:
+        return _watch(names, interval, timeout)
+    report = collect_status(names or None, timeout)
+    if as_json:
+        output.print_json(report.to_dict())
+    else:
+        output.console.print(render(report))
+    return _exit_code(report.clusters)
+
+
+def render(report: StatusReport) -> RenderableType:
+    """The report as rich renderables, one section after another."""
+    from rich.console import Group
+
+    from rlkit.clusters import paths
+
+    if not report.clusters:
+        return f"No clusters in {paths.address_file()}. Start one with `rlkit launch local`."
+    return Group(_clusters_table(report.clusters), *_notes(report.clusters))
+
+
+def _clusters_table(statuses: list[ClusterStatus]) -> RenderableType:
+    from rich import box
+    from rich.table import Table
+
+    # No borders and two spaces apart, so that a row fits 80 columns.
+    table = Table(title="Clusters", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                  show_edge=False, padding=(0, 1, 0, 0))
+    for column in ("NAME", "PROVIDER", "ADDRESS", "STATE", "NODES", "CPU", "GPU", "RAY", "AUTH"):
+        # On a narrow terminal the address gives way, not the short columns.
+        table.add_column(column, no_wrap=True, min_width=None if column == "ADDRESS" else len(column))
+    for s in statuses:
+        auth = "-" if s.token_auth is None else ("token" if s.token_auth else "[yellow]off[/]")
+        table.add_row(
+            s.name, s.provider, s.dashboard_url.removeprefix("http://"),
+            f"[{_STATE_STYLE.get(s.state, 'red')}]{s.state}[/]",
+            _number(s.nodes_alive), _used_total(s.cpus_used, s.cpus_total), _used_total(s.gpus_used, s.gpus_total),
+            s.ray_version or "-", auth,
+        )
+    return table
+
+
+def _notes(statuses: list[ClusterStatus]) -> list[RenderableType]:
+    from rich.text import Text
+
+    notes = [Text.assemble((s.name, "red"), ": ", s.detail) for s in statuses if s.detail]
+    notes += [Text.assemble((s.name, "yellow"), ": ", s.warning) for s in statuses if s.warning]
+    return notes
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _used_total(used: float | None, total: float | None) -> str:
+    if total is None:
+        return "-"
+    return f"{'?' if used is None else f'{used:g}'}/{total:g}"
+
+
+def _exit_code(statuses: list[ClusterStatus]) -> int:
+    down = [s for s in statuses if not s.is_up]
+    if not down:
+        return 0
+    if len(down) < len(statuses):
+        return 3
+    return BadInputError.exit_code if all(s.input_error for s in down) else 1
+
+
+def _watch(names: list[str] | None, interval: float, timeout: float) -> int:
+    from rich.live import Live
+
+    from rlkit.clusters.status import collect_status
+
+    with Live(console=output.console, auto_refresh=False) as live:
+        try:
+            while True:
+                live.update(render(collect_status(names or None, timeout)), refresh=True)
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            return 0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status)

@@ -1,0 +1,370 @@
+"""The local provider: independent Ray heads on this machine, one per name.
+
+Each head gets its own ports (several clusters share the host), its own
+short temp dir (Ray's unix sockets live there; their paths are limited to
+about 107 bytes), its own token, and a dashboard on 127.0.0.1 by default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlkit.clusters import auth, dashboard, locks, procs, registry
+from rlkit.clusters.parallel import Outcome, run_parallel
+from rlkit.clusters.providers import StopResult
+from rlkit.clusters.records import (
+    ClusterRecord,
+    ProcessRef,
+    check_name,
+    delete_record,
+    list_records,
+    save_record,
+)
+from rlkit.errors import BadInputError, WorkFailedError
+
+PROVIDER = "local"
+START_TIMEOUT_S = 180.0
+STOP_GRACE_S = 10.0
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+# Ports that rlkit picks itself, so that no two clusters take the same one;
+# the node and object managers and the workers bind port 0 (the kernel picks).
+_PORT_FLAGS = {
+    "gcs": "--port",
+    "dashboard": "--dashboard-port",
+    "dashboard_agent_http": "--dashboard-agent-listen-port",
+    "dashboard_agent_grpc": "--dashboard-agent-grpc-port",
+    "client_server": "--ray-client-server-port",
+    "runtime_env_agent": "--runtime-env-agent-port",
+    "metrics_export": "--metrics-export-port",
+}
+# Fixed by Ray (44217, 44227) unless set in the environment.
+_PORT_ENVS = {"autoscaler_metrics": "AUTOSCALER_METRIC_PORT", "dashboard_metrics": "DASHBOARD_METRIC_PORT"}
+PORT_NAMES = (*_PORT_FLAGS, *_PORT_ENVS)
+
+Progress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class LocalSpec:
+    """What to start: ``host`` is where the dashboard listens;
+    ``cpus``/``gpus`` None let Ray count the machine's."""
+
+    name: str
+    cpus: int | None = None
+    gpus: int | None = None
+    host: str = "127.0.0.1"
+    token_auth: bool = True
+
+    def exposure_warning(self) -> str | None:
+        if self.host in LOOPBACK_HOSTS or self.token_auth:
+            return None
+        return (
+            f"{self.name}: the dashboard listens on {self.host} without a token: "
+            "anyone who reaches that address can run code on this machine"
+        )
+
+
+@dataclass(frozen=True)
+class LocalPlan:
+    """The ``ray start`` that launching ``spec`` runs (secrets excluded)."""
+
+    spec: LocalSpec
+    ports: dict[str, int]
+    temp_dir: str
+    command: list[str]
+    env: dict[str, str]
+
+    @property
+    def dashboard_url(self) -> str:
+        host = "127.0.0.1" if self.spec.host in (*LOOPBACK_HOSTS, "0.0.0.0", "::") else self.spec.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.ports['dashboard']}"
+
+
+@dataclass
+class LaunchOutcome:
+    """``already_up`` is True when the name was up and nothing was started."""
+
+    record: ClusterRecord
+    already_up: bool = False
+
+
+def specs_for(
+    name: str, count: int = 1, cpus: int | None = None, gpus: int | None = None,
+    host: str = "127.0.0.1", token_auth: bool = True,
+) -> list[LocalSpec]:
+    """``count`` specs: NAME alone, or NAME-1 ... NAME-count."""
+    check_name(name)
+    if count < 1:
+        raise BadInputError(f"--num-clusters must be at least 1, not {count}")
+    for label, value in (("--cpus", cpus), ("--gpus", gpus)):
+        if value is not None and value < 0:
+            raise BadInputError(f"{label} must be 0 or more, not {value}")
+    names = [name] if count == 1 else [f"{name}-{i}" for i in range(1, count + 1)]
+    return [LocalSpec(check_name(n), cpus, gpus, host, token_auth) for n in names]
+
+
+def ray_executable() -> str:
+    """The ``ray`` CLI of the Python that runs rlkit (the same Ray version)."""
+    beside = Path(sys.executable).parent / "ray"
+    found = str(beside) if beside.exists() else shutil.which("ray")
+    if not found:
+        raise WorkFailedError("the `ray` command is not installed", "pip install 'ray[default]'")
+    return found
+
+
+def _free_ports(count: int, taken: set[int]) -> list[int]:
+    """``count`` distinct ports that nothing listens on now; the sockets stay
+    open until all are chosen, so the kernel cannot hand one out twice."""
+    sockets: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("", 0))
+            port = sock.getsockname()[1]
+            if port not in taken:
+                ports.append(port)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
+
+
+def plan(spec: LocalSpec, temp_dir: str | None = None, taken: set[int] | None = None) -> LocalPlan:
+    """Pick ports and build the ``ray start`` command for ``spec``."""
+    ports = dict(zip(PORT_NAMES, _free_ports(len(PORT_NAMES), taken or set())))
+    # /tmp rather than $TMPDIR: a long TMPDIR would push Ray's socket paths
+    # past the unix limit.
+    temp_dir = temp_dir or f"/tmp/rlkit-{spec.name[:16]}-XXXXXXXX"
+    command = [ray_executable(), "start", "--head", "--temp-dir", temp_dir, "--dashboard-host", spec.host]
+    command += ["--include-dashboard", "true", "--disable-usage-stats", "--log-style", "record", "--log-color", "false"]
+    for key, flag in _PORT_FLAGS.items():
+        command += [flag, str(ports[key])]
+    command += ["--min-worker-port", "0", "--max-worker-port", "0"]
+    if spec.cpus is not None:
+        command += ["--num-cpus", str(spec.cpus)]
+    if spec.gpus is not None:
+        command += ["--num-gpus", str(spec.gpus)]
+    env = {var: str(ports[key]) for key, var in _PORT_ENVS.items()}
+    env[auth.MODE_ENV] = "token" if spec.token_auth else "disabled"
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return LocalPlan(spec, ports, temp_dir, command, env)
+
+
+def _start_env(plan_: LocalPlan, token_path: Path | None, marker: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", auth.TOKEN_ENV, auth.TOKEN_PATH_ENV)}
+    env.update(plan_.env)
+    if token_path:
+        env[auth.TOKEN_PATH_ENV] = str(token_path)
+    env[procs.MARKER_ENV] = marker
+    # Jobs run `python ...` from the raylet's PATH: let that be this Python,
+    # the one that has Ray and rlkit installed.
+    env["PATH"] = os.pathsep.join([str(Path(plan_.command[0]).parent), env.get("PATH", "")])
+    return env
+
+
+def launch(spec: LocalSpec, progress: Progress | None = None, timeout_s: float = START_TIMEOUT_S) -> LaunchOutcome:
+    """Start the local cluster ``spec.name`` and register it, or do nothing
+    if it is up already. Raises ``BadInputError`` when the name belongs to a
+    hand-written entry, ``WorkFailedError`` when Ray does not come up (and
+    then leaves nothing behind)."""
+    return _launch(spec, progress or (lambda _name, _stage: None), timeout_s, wait_turn=None)
+
+
+def launch_many(
+    specs: list[LocalSpec], progress: Progress | None = None, timeout_s: float = START_TIMEOUT_S
+) -> list[Outcome[LaunchOutcome]]:
+    """Launch all specs at once; each outcome holds the result or the error.
+    Entries are registered in the order given, so NAME-1 comes first in the
+    address file (and first for ``awk | head -n 1``)."""
+    report = progress or (lambda _name, _stage: None)
+    registered = [threading.Event() for _ in specs]
+
+    def one(index: int) -> LaunchOutcome:
+        try:
+            wait_turn = registered[index - 1].wait if index else None
+            return _launch(specs[index], report, timeout_s, wait_turn)
+        finally:
+            registered[index].set()
+
+    return run_parallel(one, list(range(len(specs))))
+
+
+def _launch(spec: LocalSpec, report: Progress, timeout_s: float, wait_turn: Callable[[], object] | None) -> LaunchOutcome:
+    with locks.cluster_lock(spec.name, timeout_s):
+        previous = registry.claim_name(spec.name, PROVIDER)
+        if previous and previous.state == "up" and is_up(previous):
+            report(spec.name, "already up")
+            return LaunchOutcome(previous, already_up=True)
+        if previous:
+            report(spec.name, "clearing the stopped cluster")
+            stop(previous)
+        record = _start(spec, report, timeout_s)
+        if wait_turn:
+            report(spec.name, "registering")
+            wait_turn()
+        registry.register(record, replaces=previous.address if previous else None)
+        report(spec.name, "up")
+        return LaunchOutcome(record)
+
+
+def check_names(specs: list[LocalSpec]) -> None:
+    """Raise ``BadInputError`` if a name belongs to a cluster that is not a
+    local one of rlkit's (checked again under each name's lock at launch)."""
+    for spec in specs:
+        registry.claim_name(spec.name, PROVIDER)
+
+
+def _start(spec: LocalSpec, report: Progress, timeout_s: float) -> ClusterRecord:
+    deadline = time.monotonic() + timeout_s
+    report(spec.name, "choosing ports")
+    with ExitStack() as undo:
+        with locks.hold("ports", 60.0, f"{spec.name}: another rlkit holds the port lock"):
+            taken = {p for r in list_records() for p in r.ports.values()}
+            temp_dir = tempfile.mkdtemp(prefix=f"rlkit-{spec.name[:16]}-", dir="/tmp")
+            undo.callback(shutil.rmtree, temp_dir, ignore_errors=True)
+            plan_ = plan(spec, temp_dir, taken)
+            token_path = auth.create_token_file(spec.name) if spec.token_auth else None
+            record = ClusterRecord(
+                name=spec.name, provider=PROVIDER, address=plan_.dashboard_url, dashboard_url=plan_.dashboard_url,
+                state="starting", token_path=str(token_path) if token_path else None, ports=plan_.ports,
+                resources={k: float(v) for k, v in (("CPU", spec.cpus), ("GPU", spec.gpus)) if v is not None},
+                temp_dir=temp_dir, process_marker=uuid.uuid4().hex,
+            )
+            # Saved before `ray start`, so that a concurrent launch sees these ports as taken.
+            save_record(record)
+            undo.callback(_discard, record)
+        report(spec.name, "starting Ray")
+        _ray_start(plan_, _start_env(plan_, token_path, record.process_marker or ""), deadline)
+        report(spec.name, "waiting for the dashboard and agent")
+        record.gcs_address = _wait_until_ready(record, deadline)
+        record.pids = procs.find_processes(record.temp_dir, record.process_marker)
+        record.state = "up"
+        undo.pop_all()
+    return record
+
+
+def _ray_start(plan_: LocalPlan, env: dict[str, str], deadline: float) -> None:
+    name = plan_.spec.name
+    try:
+        result = subprocess.run(
+            plan_.command, check=False, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, timeout=max(1.0, deadline - time.monotonic()),
+        )
+    except subprocess.TimeoutExpired:
+        raise WorkFailedError(f"{name}: `ray start` did not finish in time") from None
+    if result.returncode != 0:
+        raise WorkFailedError(f"{name}: `ray start` failed: {_last_error(result.stdout)}")
+
+
+def _last_error(output: str) -> str:
+    """The most telling line of ``ray start``'s output."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in output.splitlines()]
+    lines = [line for line in lines if line]
+    for line in reversed(lines):
+        if re.search(r"error|exception|failed", line, re.IGNORECASE):
+            return line
+    return lines[-1] if lines else "no output"
+
+
+def _wait_until_ready(record: ClusterRecord, deadline: float) -> str:
+    """Wait until the dashboard sees the head node alive and the head's
+    agent (which runs submitted jobs) answers; return the GCS address (on
+    the node's IP: Ray advertises that rather than loopback)."""
+    token = auth.token_source(record.token_path).read()
+    agent_url = f"http://127.0.0.1:{record.ports['dashboard_agent_http']}"
+    gcs_address, last = None, "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            if gcs_address is None:
+                nodes = dashboard.get_json(record.dashboard_url, "/api/v0/nodes", token, timeout=5.0)
+                heads = [n for n in nodes["data"]["result"]["result"] if n["is_head_node"] and n["state"] == "ALIVE"]
+                gcs_address = f"{heads[0]['node_ip']}:{record.ports['gcs']}" if heads else None
+            if gcs_address is not None:
+                # The agent registers itself for job submission as soon as it serves.
+                dashboard.get(agent_url, "/api/healthz", None, timeout=5.0)
+                return gcs_address
+        except dashboard.DashboardError as err:
+            last = str(err)
+        except (KeyError, TypeError):
+            last = "the dashboard is not ready"
+        time.sleep(0.5)
+    raise WorkFailedError(f"{record.name}: Ray started but did not become ready in time ({last})")
+
+
+def _discard(record: ClusterRecord) -> None:
+    """Undo a launch that failed half-way."""
+    stop(record)
+    delete_record(record.name)
+
+
+def is_up(record: ClusterRecord, timeout: float = 3.0) -> bool:
+    """Whether the cluster's dashboard answers its token."""
+    try:
+        dashboard.get_json(record.dashboard_url, "/api/version", auth.token_source(record.token_path).read(), timeout)
+    except (dashboard.DashboardError, BadInputError):
+        return False
+    return True
+
+
+def running_processes(record: ClusterRecord) -> list[ProcessRef]:
+    """The cluster's processes that run now: those found by temp dir and
+    marker, and those recorded at launch that still run."""
+    found = {r.pid: r for r in procs.find_processes(record.temp_dir, record.process_marker)}
+    for ref in record.pids:
+        if ref.pid not in found and procs.is_running(ref):
+            found[ref.pid] = ref
+    return sorted(found.values(), key=lambda r: r.pid)
+
+
+def describe_stop(record: ClusterRecord) -> list[str]:
+    """What stopping this cluster ends, for the confirmation prompt."""
+    refs = running_processes(record)
+    if not refs:
+        return ["no processes run (already stopped)"]
+    pids = ", ".join(str(r.pid) for r in refs)
+    lines = [f"{len(refs)} processes: {pids}"]
+    if record.temp_dir:
+        lines.append(f"temp dir {record.temp_dir} (deleted)")
+    return lines
+
+
+def stop(record: ClusterRecord, grace_s: float = STOP_GRACE_S) -> StopResult:
+    """Stop exactly this cluster's processes, raylet first and GCS last (as
+    ``ray stop`` orders them, so agents do not fight a vanished raylet), then
+    delete its temp dir and token. Never touches another cluster."""
+    refs = running_processes(record)
+    by_role: dict[str, list[ProcessRef]] = {"raylet": [], "other": [], "gcs_server": []}
+    for ref in refs:
+        name = procs.command_name(ref)
+        by_role[name if name in by_role else "other"].append(ref)
+    survivors = procs.terminate(list(by_role.values()), grace_s)
+    # Workers that the raylet forked while it was being stopped.
+    survivors += procs.terminate([running_processes(record)], 2.0)
+    if survivors:
+        raise WorkFailedError(
+            f"{record.name}: {len(survivors)} processes survived SIGKILL: "
+            + ", ".join(str(r.pid) for r in survivors)
+        )
+    if record.temp_dir and Path(record.temp_dir).name.startswith("rlkit-"):
+        shutil.rmtree(record.temp_dir, ignore_errors=True)
+    if record.token_path:
+        Path(record.token_path).unlink(missing_ok=True)
+    return StopResult(record.name, len(refs), already_gone=not refs)

@@ -1,0 +1,127 @@
+"""Find and stop exactly the processes of one local cluster, by pid.
+
+``ray stop`` stops every Ray process on the host, other clusters included;
+rlkit instead recognises a cluster's processes by its temp dir on their
+command line or its marker in their environment, adds their descendants
+(workers and agents rename themselves, so only their parents tell), and
+signals those pids alone. A pid is trusted only together with its start
+time, so a pid that the kernel has since reused is never signalled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from rlkit.clusters.records import ProcessRef
+
+MARKER_ENV = "RLKIT_CLUSTER_MARKER"
+_PROC = Path("/proc")
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, start ticks) of ``pid``, or None if it is gone."""
+    try:
+        text = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses.
+    rest = text[text.rindex(")") + 2 :].split()
+    return rest[0], int(rest[1]), int(rest[19])
+
+
+def _read(pid: int, name: str) -> bytes:
+    try:
+        return (_PROC / str(pid) / name).read_bytes()
+    except OSError:
+        return b""
+
+
+def ref_of(pid: int) -> ProcessRef | None:
+    stat = _stat(pid)
+    return ProcessRef(pid, stat[2]) if stat else None
+
+
+def is_running(ref: ProcessRef) -> bool:
+    """True while that very process runs (a zombie has finished running)."""
+    stat = _stat(ref.pid)
+    return stat is not None and stat[2] == ref.start_ticks and stat[0] not in ("Z", "X")
+
+
+def find_processes(temp_dir: str | None, marker: str | None) -> list[ProcessRef]:
+    """The running processes of the cluster with this temp dir and marker,
+    with all their descendants; only this user's processes are looked at."""
+    uid = os.getuid()
+    # The temp dir as a whole path component, never as the prefix of another.
+    needles = [temp_dir.encode() + end for end in (b"/", b"\0")] if temp_dir else []
+    marker_entry = f"{MARKER_ENV}={marker}".encode() if marker else None
+    children: dict[int, list[int]] = {}
+    stats: dict[int, tuple[str, int, int]] = {}
+    roots: list[int] = []
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+        except OSError:
+            continue
+        stat = _stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            continue
+        stats[pid] = stat
+        children.setdefault(stat[1], []).append(pid)
+        cmdline = _read(pid, "cmdline")
+        if any(n in cmdline for n in needles) or (
+            marker_entry and marker_entry in _read(pid, "environ").split(b"\0")
+        ):
+            roots.append(pid)
+    found: set[int] = set()
+    stack = [p for p in roots if p != os.getpid()]
+    while stack:
+        pid = stack.pop()
+        if pid in found:
+            continue
+        found.add(pid)
+        stack.extend(children.get(pid, []))
+    return [ProcessRef(pid, stats[pid][2]) for pid in sorted(found)]
+
+
+def _signal(refs: Iterable[ProcessRef], sig: signal.Signals) -> None:
+    for ref in refs:
+        if is_running(ref):
+            try:
+                os.kill(ref.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _wait(refs: list[ProcessRef], timeout: float) -> list[ProcessRef]:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [r for r in refs if is_running(r)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def terminate(groups: list[list[ProcessRef]], grace_s: float) -> list[ProcessRef]:
+    """Stop the groups one after another: SIGTERM, then SIGKILL for what is
+    still running after its share of ``grace_s``. Returns the processes that
+    survived even SIGKILL (normally none)."""
+    survivors: list[ProcessRef] = []
+    share = grace_s / max(1, len(groups))
+    for group in groups:
+        _signal(group, signal.SIGTERM)
+        stubborn = _wait(group, share)
+        _signal(stubborn, signal.SIGKILL)
+        survivors += _wait(stubborn, 5.0)
+    return survivors
+
+
+def command_name(ref: ProcessRef) -> str:
+    return _read(ref.pid, "comm").decode(errors="replace").strip()

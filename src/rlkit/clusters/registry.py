@@ -1,0 +1,125 @@
+"""The clusters rlkit knows by name: the address file joined with rlkit's records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from rlkit.clusters import address_file, paths
+from rlkit.clusters.address_file import AddressEntry
+from rlkit.clusters.auth import TokenSource, token_source
+from rlkit.clusters.records import ClusterRecord, delete_record, list_records, load_record, save_record
+from rlkit.errors import BadInputError, UnknownClusterError
+
+MANUAL = "manual"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One named cluster. ``entry`` is its line in the address file (None
+    when the user removed the line but rlkit's record remains); ``record``
+    is rlkit's record (None for entries written by hand: ``provider`` is
+    then ``"manual"``)."""
+
+    name: str
+    entry: AddressEntry | None
+    record: ClusterRecord | None
+
+    @property
+    def provider(self) -> str:
+        return self.record.provider if self.record else MANUAL
+
+    @property
+    def address(self) -> str:
+        if self.entry:
+            return self.entry.address
+        assert self.record is not None
+        return self.record.address
+
+    @property
+    def dashboard_url(self) -> str:
+        # rlkit knows the dashboard of what it launched; a hand-written
+        # address is resolved by rule (a GCS address implies port 8265).
+        if self.record and (self.entry is None or self.entry.address == self.record.address):
+            return self.record.dashboard_url
+        assert self.entry is not None
+        return self.entry.dashboard_url
+
+    @property
+    def owns_entry(self) -> bool:
+        """Whether the address line is rlkit's to rewrite or remove."""
+        return bool(self.record and self.entry and self.entry.address == self.record.address)
+
+    @property
+    def token(self) -> TokenSource:
+        return token_source(self.record.token_path if self.record else None)
+
+    def port_warning(self) -> str | None:
+        return self.entry.parsed.port_warning() if self.entry else None
+
+
+def list_clusters() -> list[Cluster]:
+    """Every cluster: address-file entries in file order, then records whose
+    line is gone from the file."""
+    entries = address_file.read_entries()
+    records = {r.name: r for r in list_records()}
+    clusters = [Cluster(e.name, e, records.pop(e.name, None)) for e in entries]
+    clusters += [Cluster(r.name, None, r) for r in records.values()]
+    return clusters
+
+
+def get_cluster(name: str) -> Cluster:
+    return select_clusters([name])[0]
+
+
+def select_clusters(names: Iterable[str] | None = None) -> list[Cluster]:
+    """The clusters called ``names`` (all of them for None), in that order;
+    unknown names raise ``UnknownClusterError`` naming them all."""
+    clusters = list_clusters()
+    if names is None:
+        return clusters
+    by_name = {c.name: c for c in clusters}
+    wanted = list(dict.fromkeys(names))
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        known = ", ".join(by_name) or "none"
+        listed = ", ".join(repr(n) for n in unknown)
+        raise UnknownClusterError(
+            f"no cluster named {listed} in {paths.address_file()}",
+            f"known clusters: {known}; `rlkit status` lists them",
+        )
+    return [by_name[n] for n in wanted]
+
+
+def claim_name(name: str, provider: str) -> ClusterRecord | None:
+    """Check that ``provider`` may launch a cluster called ``name``; return
+    the record of an earlier launch of it (to relaunch), if any. A
+    hand-written entry, or another provider's cluster, keeps the name."""
+    record = load_record(name)
+    for entry in address_file.read_entries():
+        if entry.name == name and (record is None or entry.address != record.address):
+            raise BadInputError(
+                f"{paths.address_file()}:{entry.line}: {name!r} is a cluster rlkit did not launch",
+                "pick another --name",
+            )
+    if record and record.provider != provider:
+        raise BadInputError(f"{name!r} is a {record.provider} cluster", "pick another --name")
+    return record
+
+
+def register(record: ClusterRecord, replaces: str | None = None) -> None:
+    """Save ``record`` and put its entry in the address file. ``replaces`` is
+    the address rlkit registered for this name before (a relaunch): that
+    line is rewritten in place, keeping its position in the file."""
+    save_record(record)
+    address_file.set_entry(record.name, record.address, replaces=replaces)
+
+
+def unregister(cluster: Cluster, keep_entry: bool = False) -> None:
+    """Forget a cluster rlkit launched: its address line (only if still the
+    one rlkit wrote) and its record. With ``keep_entry`` both stay, so that
+    ``rlkit launch`` can bring the same name back at the same place."""
+    if keep_entry or cluster.record is None:
+        return
+    address_file.remove_entry(cluster.name, cluster.record.address)
+    delete_record(cluster.name)

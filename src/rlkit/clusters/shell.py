@@ -1,0 +1,36 @@
+"""Shell exports that point Ray's own CLI and scripts at one cluster."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+from rlkit.clusters import auth, paths
+from rlkit.clusters.registry import Cluster
+from rlkit.errors import BadInputError
+
+
+def ray_environment(cluster: Cluster) -> dict[str, str | None]:
+    """Variables to set (None: to unset) so that ``ray job submit`` and
+    friends reach ``cluster`` with its token."""
+    env: dict[str, str | None] = {"RAY_ADDRESS": cluster.dashboard_url}
+    token_path = cluster.record.token_path if cluster.record else None
+    if token_path:
+        if not Path(token_path).is_file():
+            raise BadInputError(f"{cluster.name}: token file {token_path} is missing", "relaunch the cluster")
+        env.update(auth.ray_env(token_path))
+        return env
+    # No token of rlkit's: undo one that an earlier `rlkit env` exported,
+    # and leave a user's own Ray token settings alone.
+    current = os.environ.get(auth.TOKEN_PATH_ENV)
+    if current and Path(current).parent == paths.tokens_dir():
+        env[auth.TOKEN_PATH_ENV] = None
+        env[auth.MODE_ENV] = None
+    return env
+
+
+def export_lines(env: dict[str, str | None]) -> str:
+    """POSIX shell lines for ``eval "$(rlkit env NAME)"``."""
+    lines = [f"export {k}={shlex.quote(v)}" if v is not None else f"unset {k}" for k, v in env.items()]
+    return "\n".join(lines) + "\n"

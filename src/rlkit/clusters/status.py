@@ -1,0 +1,159 @@
+"""What ``rlkit status`` shows: every cluster probed in parallel, briefly.
+
+``collect_status`` returns a ``StatusReport``; jobs and sweeps join it as
+further sections, each a list of records built the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rlkit.clusters import dashboard
+from rlkit.clusters.parallel import run_parallel
+from rlkit.clusters.registry import Cluster, select_clusters
+from rlkit.errors import BadInputError
+
+UP = "UP"
+STARTING = "STARTING"
+STOPPED = "STOPPED"
+DEFAULT_TIMEOUT_S = 3.0
+
+
+@dataclass
+class ClusterStatus:
+    """One row of the clusters table. ``state`` is UP, UNREACHABLE,
+    AUTH-FAILED, WRONG-PORT, or STARTING / STOPPED for a cluster that rlkit
+    is launching / tore down with ``--keep-entry``; ``detail`` says why in
+    one line.
+    Numbers are None when the cluster did not say. ``input_error`` is True
+    when what is wrong lies on this side: the address or a token file."""
+
+    name: str
+    provider: str
+    address: str
+    dashboard_url: str
+    state: str
+    detail: str = ""
+    nodes_alive: int | None = None
+    cpus_used: float | None = None
+    cpus_total: float | None = None
+    gpus_used: float | None = None
+    gpus_total: float | None = None
+    ray_version: str | None = None
+    token_auth: bool | None = None
+    warning: str | None = None
+    input_error: bool = False
+
+    @property
+    def is_up(self) -> bool:
+        return self.state == UP
+
+
+@dataclass
+class StatusReport:
+    """Everything ``rlkit status`` prints, section by section."""
+
+    clusters: list[ClusterStatus] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"clusters": [asdict(c) for c in self.clusters]}
+
+
+def probe(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> ClusterStatus:
+    """Ask one cluster's dashboard who it is and what it holds, within
+    ``timeout`` seconds in all."""
+    status = ClusterStatus(
+        cluster.name, cluster.provider, cluster.address, cluster.dashboard_url,
+        state=dashboard.UNREACHABLE, warning=cluster.port_warning(),
+    )
+    if cluster.record and cluster.record.state == "stopped":
+        status.state = STOPPED
+        status.detail = f"torn down with --keep-entry; `rlkit launch {cluster.provider} --name {cluster.name}` starts it again"
+        return status
+    deadline = time.monotonic() + timeout
+
+    def get(path: str, token: str | None) -> Any:
+        return dashboard.get_json(cluster.dashboard_url, path, token, max(0.05, deadline - time.monotonic()))
+
+    def optional(path: str, token: str | None) -> Any:
+        """Details of a cluster that is UP: one that fails leaves a blank."""
+        try:
+            return get(path, token)
+        except dashboard.DashboardError:
+            return None
+
+    try:
+        token = cluster.token.read()
+        status.ray_version = str(get("/api/version", token)["ray_version"])
+    except BadInputError as err:
+        status.state, status.detail, status.input_error = dashboard.AUTH_FAILED, err.message, True
+    except dashboard.DashboardError as err:
+        status.state, status.detail = err.state, _explain(cluster, err)
+        status.input_error = err.state == dashboard.WRONG_PORT
+    except (KeyError, TypeError):
+        status.state, status.input_error = dashboard.WRONG_PORT, True
+        status.detail = f"{cluster.dashboard_url} answers JSON, but not as a Ray dashboard does"
+    else:
+        status.state = UP
+        _add_details(status, optional("/api/authentication_mode", None),
+                     optional("/api/v0/nodes?limit=10000", token), optional("/api/cluster_status", token))
+    if status.state != UP and cluster.record and cluster.record.state == "starting":
+        status.state, status.detail = STARTING, "rlkit is launching it"
+    return status
+
+
+def _explain(cluster: Cluster, err: dashboard.DashboardError) -> str:
+    text = str(err)
+    if err.state == dashboard.AUTH_FAILED:
+        source = cluster.token.describe()
+        text += f" (token: {source})" if source != "no token" else " (rlkit has no token for it: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH)"
+    elif cluster.entry and cluster.entry.parsed.scheme in ("gcs", "ray") and not cluster.record:
+        text += f" (the dashboard of {cluster.address} is assumed at port 8265: write its http:// address if it is elsewhere)"
+    return text
+
+
+def _add_details(status: ClusterStatus, mode: Any, nodes: Any, cluster_status: Any) -> None:
+    """Fill in what the dashboard told; a reply of an unexpected shape (an
+    older or newer Ray) leaves its fields blank rather than failing."""
+    try:
+        if mode is not None:
+            status.token_auth = mode["authentication_mode"] == "token"
+        if nodes is not None:
+            alive = [n for n in nodes["data"]["result"]["result"] if n["state"] == "ALIVE"]
+            status.nodes_alive = len(alive)
+            status.cpus_total = sum(n["resources_total"].get("CPU", 0.0) for n in alive)
+            status.gpus_total = sum(n["resources_total"].get("GPU", 0.0) for n in alive)
+        # Usage comes from the autoscaler's report, which a fresh head
+        # publishes a few seconds after it starts.
+        usage = ((cluster_status or {}).get("data") or {}).get("clusterStatus") or {}
+        usage = (usage.get("loadMetricsReport") or {}).get("usage")
+        if usage:
+            status.cpus_used = float(usage.get("CPU", [0.0])[0])
+            status.gpus_used = float(usage.get("GPU", [0.0])[0])
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError):
+        pass
+
+
+def cluster_statuses(clusters: list[Cluster], timeout: float = DEFAULT_TIMEOUT_S) -> list[ClusterStatus]:
+    """Probe all clusters at once: the whole call takes about ``timeout``
+    however many clusters there are and whichever of them hang."""
+    outcomes = run_parallel(lambda c: probe(c, timeout), clusters, timeout=timeout + 1.0)
+    statuses = []
+    for cluster, outcome in zip(clusters, outcomes):
+        if outcome.value is not None:
+            statuses.append(outcome.value)
+            continue
+        detail = f"no answer within {timeout:.1f} s" if outcome.error is None else f"probe failed: {outcome.error}"
+        statuses.append(ClusterStatus(
+            cluster.name, cluster.provider, cluster.address, cluster.dashboard_url,
+            state=dashboard.UNREACHABLE, detail=detail,
+        ))
+    return statuses
+
+
+def collect_status(names: Iterable[str] | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> StatusReport:
+    """The status of the named clusters (all when ``names`` is None)."""
+    return StatusReport(clusters=cluster_statuses(select_clusters(names), timeout))

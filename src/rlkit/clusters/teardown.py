@@ -1,0 +1,96 @@
+"""Stop what ``rlkit launch`` started, and forget it.
+
+Only clusters with an rlkit record can be torn down: an entry written by
+hand names a cluster someone else started, and rlkit leaves it alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from rlkit.clusters import locks, paths, registry
+from rlkit.clusters.parallel import run_parallel
+from rlkit.clusters.providers import StopResult, provider_module
+from rlkit.clusters.records import load_record, save_record
+from rlkit.clusters.registry import Cluster
+from rlkit.errors import BadInputError, RlkitError
+
+LOCK_TIMEOUT_S = 120.0
+
+
+@dataclass
+class TeardownItem:
+    """One cluster to stop and the lines that say what stopping it ends."""
+
+    cluster: Cluster
+    stops: list[str]
+
+
+@dataclass
+class TeardownResult:
+    """``ok`` False with ``message`` saying why; ``already_gone`` when
+    nothing ran any more (still a success)."""
+
+    name: str
+    ok: bool
+    message: str
+    already_gone: bool = False
+
+
+def plan_teardown(names: list[str] | None = None, everything: bool = False) -> list[TeardownItem]:
+    """What ``teardown`` would stop, for the confirmation prompt. ``names``
+    must be clusters rlkit launched; ``everything`` takes all of those."""
+    if everything == bool(names):
+        raise BadInputError("name the clusters to tear down, or pass --all (not both)")
+    if everything:
+        clusters = [c for c in registry.list_clusters() if c.record is not None]
+    else:
+        clusters = registry.select_clusters(names)
+        manual = [c for c in clusters if c.record is None]
+        if manual:
+            where = ", ".join(f"{c.name!r} (line {c.entry.line})" for c in manual if c.entry)
+            raise BadInputError(
+                f"rlkit did not launch {where} in {paths.address_file()}",
+                "rlkit stops only what it started; stop it the way it was started",
+            )
+    items = []
+    for cluster in clusters:
+        assert cluster.record is not None
+        lines = [f"{cluster.record.provider} cluster at {cluster.dashboard_url}"]
+        lines += provider_module(cluster.record).describe_stop(cluster.record)
+        items.append(TeardownItem(cluster, lines))
+    return items
+
+
+def teardown(items: list[TeardownItem], keep_entry: bool = False) -> list[TeardownResult]:
+    """Stop all items in parallel; one failure does not stop the others."""
+    outcomes = run_parallel(lambda item: _teardown_one(item.cluster, keep_entry), items)
+    results = []
+    for item, outcome in zip(items, outcomes):
+        if outcome.value is not None:
+            results.append(outcome.value)
+        elif isinstance(outcome.error, RlkitError):
+            results.append(TeardownResult(item.cluster.name, False, str(outcome.error)))
+        else:
+            results.append(TeardownResult(item.cluster.name, False, f"unexpected error: {outcome.error!r}"))
+    return results
+
+
+def _teardown_one(cluster: Cluster, keep_entry: bool) -> TeardownResult:
+    with locks.cluster_lock(cluster.name, LOCK_TIMEOUT_S):
+        # Read again under the lock: another rlkit may have torn it down.
+        record = load_record(cluster.name)
+        if record is None:
+            return TeardownResult(cluster.name, True, "was already torn down", already_gone=True)
+        cluster = replace(cluster, record=record)
+        stopped: StopResult = provider_module(record).stop(record)
+        if keep_entry:
+            save_record(replace(record, state="stopped", pids=[]))
+        else:
+            registry.unregister(cluster)
+    if stopped.already_gone:
+        message = "was already stopped" + (f" ({stopped.note})" if stopped.note else "")
+    else:
+        message = f"stopped ({stopped.stopped} {stopped.unit})"
+    message += "; entry kept" if keep_entry else "; entry removed"
+    return TeardownResult(cluster.name, True, message, already_gone=stopped.already_gone)

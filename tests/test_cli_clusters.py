@@ -1,0 +1,129 @@
+"""The cluster commands' contracts that need no running cluster: dry runs,
+bad input (one line, exit code 2), env exports, and a fast ``--help``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlkit.clusters import paths
+from rlkit.clusters.records import ClusterRecord
+from rlkit.clusters.registry import register
+from tests.cli_helpers import one_error_line, run_rlkit
+
+DESIGN_EXAMPLE = "# Cluster: lab-a\n10.21.16.30:6379\n# Cluster: lab-b\nhttp://10.21.70.164:8265\n"
+
+
+def test_importing_the_cli_imports_no_ray() -> None:
+    code = "import sys, rlkit.cli; assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("command", [["launch", "local"], ["status"], ["env"], ["teardown"]])
+def test_every_command_has_help_with_an_example(command: list[str]) -> None:
+    result = run_rlkit(*command, "--help")
+    assert result.returncode == 0
+    assert "Example" in result.stdout and "rlkit " in result.stdout
+
+
+def test_dry_run_starts_and_writes_nothing(tmp_path: Path) -> None:
+    before = set(Path("/tmp").glob("rlkit-plan-*"))
+    result = run_rlkit("launch", "local", "--name", "plan", "--num-clusters", "2", "--cpus", "1", "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    plans = json.loads(result.stdout)
+    assert [p["name"] for p in plans] == ["plan-1", "plan-2"]
+    for plan in plans:
+        command = plan["command"]
+        assert command[1:3] == ["start", "--head"]
+        assert command[command.index("--dashboard-host") + 1] == "127.0.0.1"
+        assert command[command.index("--num-cpus") + 1] == "1"
+        assert plan["env"]["RAY_AUTH_MODE"] == "token" and plan["token_auth"] is True
+    assert not set(plans[0]["ports"].values()) & set(plans[1]["ports"].values())
+    assert not paths.address_file().exists() and not paths.rlkit_home().exists()
+    assert set(Path("/tmp").glob("rlkit-plan-*")) == before
+
+
+def test_dry_run_prints_the_command_in_words() -> None:
+    result = run_rlkit("launch", "local", "--name", "dev", "--dry-run")
+    assert result.returncode == 0
+    assert "nothing is started" in result.stdout and "ray start --head" in result.stdout
+
+
+def test_exposing_a_dashboard_without_a_token_warns() -> None:
+    result = run_rlkit("launch", "local", "--host", "0.0.0.0", "--no-token", "--dry-run")
+    assert result.returncode == 0
+    assert "warning: local: the dashboard listens on 0.0.0.0 without a token" in result.stderr
+    quiet = run_rlkit("launch", "local", "--host", "0.0.0.0", "--dry-run")
+    assert "warning" not in quiet.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["launch", "local", "--name", "a/b"], "invalid cluster name 'a/b'"),
+        (["launch", "local", "--num-clusters", "0"], "--num-clusters must be at least 1"),
+        (["launch", "local", "--cpus", "-1", "--dry-run"], "--cpus must be 0 or more"),
+        (["env", "nope"], "no cluster named 'nope'"),
+        (["status", "nope"], "no cluster named 'nope'"),
+        (["teardown", "nope", "-y"], "no cluster named 'nope'"),
+        (["teardown", "-y"], "name the clusters to tear down, or pass --all"),
+        (["teardown", "lab-a", "-y"], "rlkit did not launch 'lab-a' (line 2)"),
+        (["status", "--watch", "--json"], "--watch and --json do not go together"),
+        (["launch", "local", "--name", "lab-b"], "'lab-b' is a cluster rlkit did not launch"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(args: list[str], words: str) -> None:
+    paths.address_file().write_text(DESIGN_EXAMPLE)
+    result = run_rlkit(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert words in one_error_line(result)
+
+
+def test_malformed_address_file_names_file_and_line() -> None:
+    paths.address_file().write_text("# Cluster: a\n10.0.0.1:6379\n# Cluster: b\n10.0.0.2 6379\n")
+    for args in (["status"], ["env", "a"], ["launch", "local", "--name", "c"], ["teardown", "--all", "-y"]):
+        result = run_rlkit(*args)
+        assert result.returncode == 2
+        assert one_error_line(result).startswith(f"error: {paths.address_file()}:4: '10.0.0.2 6379' is more than one word")
+
+
+def test_teardown_asks_before_stopping() -> None:
+    register(ClusterRecord("dev", "local", "http://127.0.0.1:9", "http://127.0.0.1:9"))
+    result = run_rlkit("teardown", "dev")
+    assert result.returncode == 2
+    assert "pass -y" in one_error_line(result)
+    assert "# Cluster: dev" in paths.address_file().read_text()
+
+
+def test_status_with_no_clusters_says_how_to_start_one() -> None:
+    result = run_rlkit("status")
+    assert result.returncode == 0
+    assert "rlkit launch local" in result.stdout
+
+
+def test_env_exports_the_clusters_token_path_never_the_token(tmp_path: Path) -> None:
+    token = tmp_path / "dev.token"
+    token.write_text("s3cret")
+    register(ClusterRecord("dev", "local", "http://127.0.0.1:9", "http://127.0.0.1:9", token_path=str(token)))
+    result = run_rlkit("env", "dev")
+    assert result.returncode == 0
+    assert result.stdout == (
+        "export RAY_ADDRESS=http://127.0.0.1:9\nexport RAY_AUTH_MODE=token\n"
+        f"export RAY_AUTH_TOKEN_PATH={token}\nunset RAY_AUTH_TOKEN\n"
+    )
+    assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_env_for_a_hand_written_entry_undoes_only_rlkits_own_token() -> None:
+    paths.address_file().write_text(DESIGN_EXAMPLE)
+    plain = run_rlkit("env", "lab-a", extra_env={"RAY_AUTH_TOKEN_PATH": "/home/me/.ray/auth_token"})
+    assert plain.stdout == "export RAY_ADDRESS=http://10.21.16.30:8265\n"
+    ours = str(paths.tokens_dir() / "dev.token")
+    undo = run_rlkit("env", "lab-b", "--json", extra_env={"RAY_AUTH_TOKEN_PATH": ours})
+    assert json.loads(undo.stdout) == {
+        "RAY_ADDRESS": "http://10.21.70.164:8265", "RAY_AUTH_TOKEN_PATH": None, "RAY_AUTH_MODE": None,
+    }

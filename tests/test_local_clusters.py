@@ -1,0 +1,266 @@
+"""Real local Ray clusters: launch two, look at them, talk to them, stop one.
+
+One module-wide pair of clusters (starting Ray takes a while on a small
+machine); tests run in file order and the last ones tear the pair down. The
+fixture's finalizer stops whatever is left, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import ray
+
+from rlkit.clusters import dashboard, local, procs
+from rlkit.clusters.records import ClusterRecord, list_records, load_record
+from rlkit.errors import WorkFailedError
+from tests.cli_helpers import RLKIT, one_error_line, run_rlkit
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@dataclass
+class Lab:
+    env: dict[str, str]
+    records: dict[str, ClusterRecord]
+
+    def token(self, name: str) -> str:
+        return Path(self.records[name].token_path or "").read_text()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    base = tmp_path_factory.mktemp("lab")
+    env = {"RLKIT_HOME": str(base / "home"), "RLKIT_RAY_ADDRESS_FILE": str(base / "ray_address")}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.delenv("RAY_ADDRESS", raising=False)
+        try:
+            result = run_rlkit("launch", "local", "--name", "t", "--num-clusters", "2", "--cpus", "1", "--json")
+            assert result.returncode == 0, result.stderr
+            records = {r["name"]: ClusterRecord.from_dict(r) for r in json.loads(result.stdout)}
+            yield Lab(env, records)
+        finally:
+            for record in list_records():
+                local.stop(record)
+
+
+@pytest.fixture(autouse=True)
+def in_lab(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test sees the lab's registry (conftest points each test elsewhere)."""
+    for key, value in lab.env.items():
+        monkeypatch.setenv(key, value)
+
+
+def status_json(*args: str, **kwargs: object) -> dict[str, dict[str, object]]:
+    result = run_rlkit("status", "--json", *args, **kwargs)  # type: ignore[arg-type]
+    return {c["name"]: c for c in json.loads(result.stdout)["clusters"]}
+
+
+def test_launch_registers_two_independent_clusters(lab: Lab) -> None:
+    t1, t2 = lab.records["t-1"], lab.records["t-2"]
+    assert not set(t1.ports.values()) & set(t2.ports.values())
+    assert t1.temp_dir != t2.temp_dir and len(t1.temp_dir or "") < 40
+    assert lab.token("t-1") != lab.token("t-2")
+    assert oct(os.stat(t1.token_path or "").st_mode & 0o777) == "0o600"
+    text = Path(lab.env["RLKIT_RAY_ADDRESS_FILE"]).read_text()
+    assert text == f"# Cluster: t-1\n{t1.dashboard_url}\n# Cluster: t-2\n{t2.dashboard_url}\n"
+    assert lab.token("t-1") not in text
+    assert all(procs.is_running(ref) for ref in t1.pids)
+
+
+def test_dashboard_listens_on_loopback_only(lab: Lab) -> None:
+    record = lab.records["t-1"]
+    node_ip = (record.gcs_address or "").rsplit(":", 1)[0]
+    assert node_ip and node_ip != "127.0.0.1"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((node_ip, record.ports["dashboard"]), timeout=2).close()
+
+
+def test_status_shows_both_up_with_resources() -> None:
+    clusters = status_json()
+    for name in ("t-1", "t-2"):
+        assert clusters[name]["state"] == "UP", clusters[name]
+        assert clusters[name]["provider"] == "local"
+        assert clusters[name]["nodes_alive"] == 1
+        assert clusters[name]["cpus_total"] == 1.0 and clusters[name]["gpus_total"] == 0.0
+        assert clusters[name]["ray_version"] == ray.__version__
+        assert clusters[name]["token_auth"] is True
+    table = run_rlkit("status")
+    assert table.returncode == 0
+    rows = [line for line in table.stdout.splitlines() if "t-1" in line or "t-2" in line]
+    assert len(rows) == 2 and all("UP" in row and "token" in row for row in rows)
+
+
+def _get(url: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_requests_need_this_clusters_own_token(lab: Lab) -> None:
+    url = lab.records["t-1"].dashboard_url + "/api/version"
+    assert _get(url, None) == 401
+    assert _get(url, lab.token("t-2")) == 403
+    assert _get(url, lab.token("t-1")) == 200
+    with pytest.raises(dashboard.DashboardError, match="rejected the token"):
+        dashboard.get_json(lab.records["t-1"].dashboard_url, "/api/version", lab.token("t-2"), 10)
+
+
+def test_launching_a_name_that_is_up_is_a_noop(lab: Lab) -> None:
+    result = run_rlkit("launch", "local", "--name", "t", "--num-clusters", "2", "--cpus", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("already up: nothing started") == 2
+    assert {r.name: r.ports for r in list_records()} == {n: r.ports for n, r in lab.records.items()}
+
+
+def test_rays_own_cli_reaches_a_cluster_through_rlkit_env(lab: Lab) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["PATH"] = f"{Path(RLKIT).parent}:{env['PATH']}"
+    script = (
+        'eval "$(rlkit env t-1)" && '
+        f"ray job submit --address=$(awk '!/^#/' {lab.env['RLKIT_RAY_ADDRESS_FILE']} | head -n 1) "
+        "-- python -c \"import ray; ray.init(); print('CPUS', ray.cluster_resources()['CPU'])\""
+    )
+    result = subprocess.run(["bash", "-c", script], check=False, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CPUS 1.0" in result.stdout
+    assert lab.token("t-1") not in result.stdout + result.stderr
+
+
+def _write_entries(tmp_path: Path, text: str) -> dict[str, str]:
+    path = tmp_path / "hand_written"
+    path.write_text(text)
+    return {"RLKIT_RAY_ADDRESS_FILE": str(path)}
+
+
+def test_wrong_port_is_named(lab: Lab, tmp_path: Path) -> None:
+    gcs_port = lab.records["t-1"].ports["gcs"]
+    env = _write_entries(tmp_path, f"# Cluster: wrong\nhttp://127.0.0.1:{gcs_port}\n")
+    result = run_rlkit("status", "wrong", extra_env=env)
+    assert result.returncode == 2
+    assert "WRONG-PORT" in result.stdout
+    assert f"127.0.0.1:{gcs_port} does not speak HTTP: not a Ray dashboard" in result.stdout
+
+
+def test_missing_or_wrong_token_fails_in_one_line(lab: Lab, tmp_path: Path) -> None:
+    url = lab.records["t-1"].dashboard_url
+    env = _write_entries(tmp_path, f"# Cluster: mine\n{url}\n")
+    env.update(RAY_AUTH_MODE="disabled")
+    missing = run_rlkit("status", "mine", extra_env=env)
+    assert missing.returncode == 1 and "AUTH-FAILED" in missing.stdout
+    assert "requires a token and none was sent" in missing.stdout
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="not-the-token")
+    wrong = run_rlkit("status", "mine", extra_env=env)
+    assert wrong.returncode == 1 and "rejected the token (token: $RAY_AUTH_TOKEN)" in wrong.stdout
+    assert "not-the-token" not in wrong.stdout + wrong.stderr
+
+
+def test_a_deleted_token_file_is_bad_input(lab: Lab, tmp_path: Path) -> None:
+    record = lab.records["t-2"]
+    moved = tmp_path / "token"
+    Path(record.token_path or "").rename(moved)
+    try:
+        result = run_rlkit("status", "t-2")
+        assert result.returncode == 2
+        assert f"token file {record.token_path} is missing" in result.stdout
+        assert one_error_line(run_rlkit("env", "t-2")).endswith("relaunch the cluster)")
+    finally:
+        moved.rename(record.token_path or "")
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port that accepts connections and never answers: a hung head."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    yield server.getsockname()[1]
+    server.close()
+
+
+def test_one_hung_cluster_does_not_stall_the_table(lab: Lab, tmp_path: Path, silent_server: int) -> None:
+    lines = "".join(f"# Cluster: {n}\n{r.dashboard_url}\n" for n, r in lab.records.items())
+    env = _write_entries(tmp_path, lines + f"# Cluster: hung\nhttp://127.0.0.1:{silent_server}\n")
+    started = time.monotonic()
+    result = run_rlkit("status", "--json", "--timeout", "2", extra_env=env)
+    elapsed = time.monotonic() - started
+    clusters = {c["name"]: c for c in json.loads(result.stdout)["clusters"]}
+    assert result.returncode == 3
+    assert [clusters[n]["state"] for n in ("t-1", "t-2", "hung")] == ["UP", "UP", "UNREACHABLE"]
+    assert "did not answer within" in clusters["hung"]["detail"]
+    # 2 s of timeout, plus the CLI's own start-up on a busy 2-core machine.
+    assert elapsed < 6.0
+
+
+def test_unreachable_cluster_fails_fast(tmp_path: Path) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    env = _write_entries(tmp_path, f"# Cluster: gone\nhttp://127.0.0.1:{port}\n")
+    result = run_rlkit("status", "gone", extra_env=env, timeout=20)
+    assert result.returncode == 1
+    assert f"gone: nothing listens at 127.0.0.1:{port} (connection refused)" in result.stdout
+
+
+def test_teardown_stops_one_cluster_and_only_that_one(lab: Lab) -> None:
+    t1, t2 = lab.records["t-1"], lab.records["t-2"]
+    t2_before = procs.find_processes(t2.temp_dir, t2.process_marker)
+    result = run_rlkit("teardown", "t-1", "-y")
+    assert result.returncode == 0, result.stderr
+    assert "t-1 stopped" in result.stdout
+    assert procs.find_processes(t1.temp_dir, t1.process_marker) == []
+    assert not any(procs.is_running(ref) for ref in t1.pids)
+    assert not Path(t1.temp_dir or "").exists() and not Path(t1.token_path or "").exists()
+    assert load_record("t-1") is None
+    assert Path(lab.env["RLKIT_RAY_ADDRESS_FILE"]).read_text() == f"# Cluster: t-2\n{t2.dashboard_url}\n"
+    assert all(procs.is_running(ref) for ref in t2_before)
+    assert status_json()["t-2"]["state"] == "UP"
+
+
+def test_teardown_of_a_stopped_cluster_succeeds_with_a_note(lab: Lab) -> None:
+    t2 = lab.records["t-2"]
+    kept = run_rlkit("teardown", "t-2", "-y", "--keep-entry")
+    assert kept.returncode == 0 and "entry kept" in kept.stdout
+    assert status_json()["t-2"]["state"] == "STOPPED"
+    again = run_rlkit("teardown", "--all", "-y")
+    assert again.returncode == 0
+    assert "t-2 was already stopped; entry removed" in again.stdout
+    assert procs.find_processes(t2.temp_dir, t2.process_marker) == []
+    assert Path(lab.env["RLKIT_RAY_ADDRESS_FILE"]).read_text() == ""
+    assert list_records() == []
+
+
+def test_a_launch_that_fails_half_way_leaves_nothing_behind(lab: Lab) -> None:
+    # Too short a timeout for Ray to come up: `ray start` is killed while its
+    # GCS and raylet are already running.
+    spec = local.LocalSpec("halfway", cpus=1)
+    with pytest.raises(WorkFailedError, match="halfway: `ray start` did not finish in time"):
+        local.launch(spec, timeout_s=3.0)
+    assert load_record("halfway") is None
+    assert not (Path(lab.env["RLKIT_HOME"]) / "tokens" / "halfway.token").exists()
+    assert "halfway" not in Path(lab.env["RLKIT_RAY_ADDRESS_FILE"]).read_text()
+    assert list(Path("/tmp").glob("rlkit-halfway-*")) == []
+    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if b"/tmp/rlkit-halfway-" in _read(p)]
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
