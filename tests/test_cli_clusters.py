@@ -4,8 +4,10 @@ bad input (one line, exit code 2), env exports, and a fast ``--help``."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from rlkit.clusters import paths
 from rlkit.clusters.records import ClusterRecord
 from rlkit.clusters.registry import register
-from tests.cli_helpers import one_error_line, run_rlkit
+from tests.cli_helpers import RLKIT, one_error_line, run_rlkit
 
 DESIGN_EXAMPLE = "# Cluster: lab-a\n10.21.16.30:6379\n# Cluster: lab-b\nhttp://10.21.70.164:8265\n"
 
@@ -108,12 +110,13 @@ def test_status_with_no_clusters_says_how_to_start_one() -> None:
 def test_env_exports_the_clusters_token_path_never_the_token(tmp_path: Path) -> None:
     token = tmp_path / "dev.token"
     token.write_text("s3cret")
-    register(ClusterRecord("dev", "local", "http://127.0.0.1:9", "http://127.0.0.1:9", token_path=str(token)))
+    register(ClusterRecord("dev", "local", "http://127.0.0.1:9", "http://127.0.0.1:9", token_path=str(token),
+                           gcs_address="10.1.2.3:4567"))
     result = run_rlkit("env", "dev")
     assert result.returncode == 0
     assert result.stdout == (
-        "export RAY_ADDRESS=http://127.0.0.1:9\nexport RAY_AUTH_MODE=token\n"
-        f"export RAY_AUTH_TOKEN_PATH={token}\nunset RAY_AUTH_TOKEN\n"
+        "export RAY_ADDRESS=10.1.2.3:4567\nexport RAY_API_SERVER_ADDRESS=http://127.0.0.1:9\n"
+        f"export RAY_AUTH_MODE=token\nexport RAY_AUTH_TOKEN_PATH={token}\nunset RAY_AUTH_TOKEN\n"
     )
     assert "s3cret" not in result.stdout + result.stderr
 
@@ -121,9 +124,35 @@ def test_env_exports_the_clusters_token_path_never_the_token(tmp_path: Path) -> 
 def test_env_for_a_hand_written_entry_undoes_only_rlkits_own_token() -> None:
     paths.address_file().write_text(DESIGN_EXAMPLE)
     plain = run_rlkit("env", "lab-a", extra_env={"RAY_AUTH_TOKEN_PATH": "/home/me/.ray/auth_token"})
-    assert plain.stdout == "export RAY_ADDRESS=http://10.21.16.30:8265\n"
+    assert plain.stdout == "export RAY_ADDRESS=10.21.16.30:6379\nexport RAY_API_SERVER_ADDRESS=http://10.21.16.30:8265\n"
     ours = str(paths.tokens_dir() / "dev.token")
     undo = run_rlkit("env", "lab-b", "--json", extra_env={"RAY_AUTH_TOKEN_PATH": ours})
+    # Only the dashboard is known: ray.init() would refuse it in RAY_ADDRESS.
     assert json.loads(undo.stdout) == {
-        "RAY_ADDRESS": "http://10.21.70.164:8265", "RAY_AUTH_TOKEN_PATH": None, "RAY_AUTH_MODE": None,
+        "RAY_ADDRESS": None, "RAY_API_SERVER_ADDRESS": "http://10.21.70.164:8265",
+        "RAY_AUTH_TOKEN_PATH": None, "RAY_AUTH_MODE": None,
     }
+
+
+def test_teardown_reports_each_cluster_and_exit_code_3_when_some_fail() -> None:
+    # A local cluster whose processes are gone, and a provider rlkit cannot stop yet.
+    register(ClusterRecord("gone", "local", "http://127.0.0.1:9", "http://127.0.0.1:9"))
+    register(ClusterRecord("kube", "kuberay", "http://127.0.0.1:8", "http://127.0.0.1:8"))
+    result = run_rlkit("teardown", "--all", "-y")
+    assert result.returncode == 3
+    assert "gone was already stopped; entry removed" in result.stdout
+    assert "✗ kube rlkit cannot stop kuberay clusters yet" in result.stderr
+    assert paths.address_file().read_text() == "# Cluster: kube\nhttp://127.0.0.1:8\n"
+
+
+def test_status_watch_refreshes_until_ctrl_c() -> None:
+    paths.address_file().write_text("# Cluster: hand\nhttp://127.0.0.1:1\n")
+    watch = subprocess.Popen(
+        [RLKIT, "status", "--watch", "--interval", "0.2", "--timeout", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(3)
+    watch.send_signal(signal.SIGINT)
+    out, err = watch.communicate(timeout=20)
+    assert watch.returncode == 0, err
+    assert "hand" in out and "UNREACHABLE" in out

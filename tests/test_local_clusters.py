@@ -128,18 +128,37 @@ def test_launching_a_name_that_is_up_is_a_noop(lab: Lab) -> None:
     assert {r.name: r.ports for r in list_records()} == {n: r.ports for n, r in lab.records.items()}
 
 
-def test_rays_own_cli_reaches_a_cluster_through_rlkit_env(lab: Lab) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+def _bash(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in a shell with rlkit and ray on PATH and no Ray settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["PATH"] = f"{Path(RLKIT).parent}:{env['PATH']}"
-    script = (
-        'eval "$(rlkit env t-1)" && '
+    return subprocess.run(["bash", "-c", script], check=False, env=env, capture_output=True, text=True, timeout=180)
+
+
+_GCS_PORT = "import ray; ray.init(); print('GCS', ray.get_runtime_context().gcs_address)"
+
+
+def test_rays_own_cli_and_scripts_reach_a_cluster_through_rlkit_env(lab: Lab) -> None:
+    t2 = lab.records["t-2"]
+    job = _bash(f'eval "$(rlkit env t-2)" && ray job submit -- python -c "{_GCS_PORT}"')
+    assert job.returncode == 0, job.stdout + job.stderr
+    assert f"GCS {t2.gcs_address}" in job.stdout
+    script = _bash(f'eval "$(rlkit env t-2)" && python -c "{_GCS_PORT}"')
+    assert script.returncode == 0, script.stdout + script.stderr
+    assert f"GCS {t2.gcs_address}" in script.stdout
+    assert lab.token("t-2") not in job.stdout + job.stderr + script.stdout + script.stderr
+
+
+def test_rays_awk_recipe_reaches_the_first_cluster(lab: Lab) -> None:
+    # Ray prefers RAY_ADDRESS / RAY_API_SERVER_ADDRESS over --address: take
+    # only the token settings from rlkit env, and the address from the file.
+    recipe = _bash(
+        'eval "$(rlkit env t-1)" && unset RAY_ADDRESS RAY_API_SERVER_ADDRESS && '
         f"ray job submit --address=$(awk '!/^#/' {lab.env['RLKIT_RAY_ADDRESS_FILE']} | head -n 1) "
-        "-- python -c \"import ray; ray.init(); print('CPUS', ray.cluster_resources()['CPU'])\""
+        f'-- python -c "{_GCS_PORT}"'
     )
-    result = subprocess.run(["bash", "-c", script], check=False, env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "CPUS 1.0" in result.stdout
-    assert lab.token("t-1") not in result.stdout + result.stderr
+    assert recipe.returncode == 0, recipe.stdout + recipe.stderr
+    assert f"GCS {lab.records['t-1'].gcs_address}" in recipe.stdout
 
 
 def _write_entries(tmp_path: Path, text: str) -> dict[str, str]:
@@ -220,11 +239,19 @@ def test_unreachable_cluster_fails_fast(tmp_path: Path) -> None:
 
 def test_teardown_stops_one_cluster_and_only_that_one(lab: Lab) -> None:
     t1, t2 = lab.records["t-1"], lab.records["t-2"]
-    t2_before = procs.find_processes(t2.temp_dir, t2.process_marker)
-    result = run_rlkit("teardown", "t-1", "-y")
+    t2_before = procs.find_processes(t2.process_marker or '')
+    # Someone reading the cluster's log: not a process of the cluster.
+    reader = subprocess.Popen(["tail", "-f", f"{t1.temp_dir}/session_latest/logs/raylet.out"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        result = run_rlkit("teardown", "t-1", "-y")
+        assert reader.poll() is None
+    finally:
+        reader.kill()
+        reader.wait()
     assert result.returncode == 0, result.stderr
     assert "t-1 stopped" in result.stdout
-    assert procs.find_processes(t1.temp_dir, t1.process_marker) == []
+    assert procs.find_processes(t1.process_marker or '') == []
     assert not any(procs.is_running(ref) for ref in t1.pids)
     assert not Path(t1.temp_dir or "").exists() and not Path(t1.token_path or "").exists()
     assert load_record("t-1") is None
@@ -241,7 +268,7 @@ def test_teardown_of_a_stopped_cluster_succeeds_with_a_note(lab: Lab) -> None:
     again = run_rlkit("teardown", "--all", "-y")
     assert again.returncode == 0
     assert "t-2 was already stopped; entry removed" in again.stdout
-    assert procs.find_processes(t2.temp_dir, t2.process_marker) == []
+    assert procs.find_processes(t2.process_marker or '') == []
     assert Path(lab.env["RLKIT_RAY_ADDRESS_FILE"]).read_text() == ""
     assert list_records() == []
 

@@ -15,7 +15,8 @@ def succeeded(name: str, message: str) -> None:
 
 def failed(name: str, message: str) -> None:
     output.err_console.print(f"[red]✗[/] [bold]{name}[/] ", end="")
-    output.err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+    # Library errors name their cluster already; the line starts with it.
+    output.err_console.print(message.removeprefix(f"{name}: "), markup=False, highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:

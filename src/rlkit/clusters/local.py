@@ -235,6 +235,7 @@ def check_names(specs: list[LocalSpec]) -> None:
 def _start(spec: LocalSpec, report: Progress, timeout_s: float) -> ClusterRecord:
     deadline = time.monotonic() + timeout_s
     report(spec.name, "choosing ports")
+    marker = uuid.uuid4().hex
     with ExitStack() as undo:
         with locks.hold("ports", 60.0, f"{spec.name}: another rlkit holds the port lock"):
             taken = {p for r in list_records() for p in r.ports.values()}
@@ -246,16 +247,16 @@ def _start(spec: LocalSpec, report: Progress, timeout_s: float) -> ClusterRecord
                 name=spec.name, provider=PROVIDER, address=plan_.dashboard_url, dashboard_url=plan_.dashboard_url,
                 state="starting", token_path=str(token_path) if token_path else None, ports=plan_.ports,
                 resources={k: float(v) for k, v in (("CPU", spec.cpus), ("GPU", spec.gpus)) if v is not None},
-                temp_dir=temp_dir, process_marker=uuid.uuid4().hex,
+                temp_dir=temp_dir, process_marker=marker,
             )
             # Saved before `ray start`, so that a concurrent launch sees these ports as taken.
             save_record(record)
             undo.callback(_discard, record)
         report(spec.name, "starting Ray")
-        _ray_start(plan_, _start_env(plan_, token_path, record.process_marker or ""), deadline)
+        _ray_start(plan_, _start_env(plan_, token_path, marker), deadline)
         report(spec.name, "waiting for the dashboard and agent")
         record.gcs_address = _wait_until_ready(record, deadline)
-        record.pids = procs.find_processes(record.temp_dir, record.process_marker)
+        record.pids = procs.find_processes(marker)
         record.state = "up"
         undo.pop_all()
     return record
@@ -325,9 +326,9 @@ def is_up(record: ClusterRecord, timeout: float = 3.0) -> bool:
 
 
 def running_processes(record: ClusterRecord) -> list[ProcessRef]:
-    """The cluster's processes that run now: those found by temp dir and
-    marker, and those recorded at launch that still run."""
-    found = {r.pid: r for r in procs.find_processes(record.temp_dir, record.process_marker)}
+    """The cluster's processes that run now: those found by its marker, and
+    those recorded at launch that still run."""
+    found = {r.pid: r for r in procs.find_processes(record.process_marker)} if record.process_marker else {}
     for ref in record.pids:
         if ref.pid not in found and procs.is_running(ref):
             found[ref.pid] = ref

@@ -1,10 +1,10 @@
 """Find and stop exactly the processes of one local cluster, by pid.
 
 ``ray stop`` stops every Ray process on the host, other clusters included;
-rlkit instead recognises a cluster's processes by its temp dir on their
-command line or its marker in their environment, adds their descendants
-(workers and agents rename themselves, so only their parents tell), and
-signals those pids alone. A pid is trusted only together with its start
+rlkit instead recognises a cluster's processes by the marker that
+``ray start`` passed down in their environment, adds their descendants
+(workers and agents rename themselves over their environment, so only
+their parents tell), and signals those pids alone. A pid is trusted only together with its start
 time, so a pid that the kernel has since reused is never signalled.
 """
 
@@ -51,13 +51,14 @@ def is_running(ref: ProcessRef) -> bool:
     return stat is not None and stat[2] == ref.start_ticks and stat[0] not in ("Z", "X")
 
 
-def find_processes(temp_dir: str | None, marker: str | None) -> list[ProcessRef]:
-    """The running processes of the cluster with this temp dir and marker,
-    with all their descendants; only this user's processes are looked at."""
+def find_processes(marker: str) -> list[ProcessRef]:
+    """The running processes whose environment holds the cluster's
+    ``marker``, with all their descendants; only this user's processes.
+
+    Not the processes whose command line names the cluster's temp dir: one
+    of those may be someone's ``tail -f`` of the cluster's logs."""
     uid = os.getuid()
-    # The temp dir as a whole path component, never as the prefix of another.
-    needles = [temp_dir.encode() + end for end in (b"/", b"\0")] if temp_dir else []
-    marker_entry = f"{MARKER_ENV}={marker}".encode() if marker else None
+    marker_entry = f"{MARKER_ENV}={marker}".encode()
     children: dict[int, list[int]] = {}
     stats: dict[int, tuple[str, int, int]] = {}
     roots: list[int] = []
@@ -75,10 +76,7 @@ def find_processes(temp_dir: str | None, marker: str | None) -> list[ProcessRef]
             continue
         stats[pid] = stat
         children.setdefault(stat[1], []).append(pid)
-        cmdline = _read(pid, "cmdline")
-        if any(n in cmdline for n in needles) or (
-            marker_entry and marker_entry in _read(pid, "environ").split(b"\0")
-        ):
+        if marker_entry in _read(pid, "environ").split(b"\0"):
             roots.append(pid)
     found: set[int] = set()
     stack = [p for p in roots if p != os.getpid()]

@@ -63,8 +63,8 @@ class ClusterRecord:
     ports: dict[str, int] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=dict)
     temp_dir: str | None = None
-    # Set in the environment of `ray start`: finds the cluster's processes
-    # whose command line does not name its temp dir.
+    # Set in the environment of `ray start`: every process of the cluster
+    # inherits it, which tells them apart from other clusters' processes.
     process_marker: str | None = None
     pids: list[ProcessRef] = field(default_factory=list)
     ssh: dict[str, str] | None = None

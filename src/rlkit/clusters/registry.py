@@ -46,6 +46,18 @@ class Cluster:
         return self.entry.dashboard_url
 
     @property
+    def ray_address(self) -> str | None:
+        """What ``ray.init()`` and ``ray status`` connect to (``RAY_ADDRESS``):
+        the GCS or a Ray Client address; None when only the dashboard is known."""
+        if self.record and (self.entry is None or self.owns_entry):
+            return self.record.gcs_address
+        assert self.entry is not None
+        parsed = self.entry.parsed
+        if parsed.scheme == "gcs":
+            return f"{parsed.host}:{parsed.port}"
+        return self.entry.address if parsed.scheme == "ray" else None
+
+    @property
     def owns_entry(self) -> bool:
         """Whether the address line is rlkit's to rewrite or remove."""
         return bool(self.record and self.entry and self.entry.address == self.record.address)

@@ -12,9 +12,11 @@ from rlkit.errors import BadInputError
 
 
 def ray_environment(cluster: Cluster) -> dict[str, str | None]:
-    """Variables to set (None: to unset) so that ``ray job submit`` and
-    friends reach ``cluster`` with its token."""
-    env: dict[str, str | None] = {"RAY_ADDRESS": cluster.dashboard_url}
+    """Variables to set (None: to unset) so that Ray's CLI and scripts reach
+    ``cluster`` with its token: ``ray job`` takes the dashboard from
+    ``RAY_API_SERVER_ADDRESS``; ``ray.init()`` and ``ray status`` take the
+    GCS from ``RAY_ADDRESS`` (and refuse a dashboard URL there)."""
+    env: dict[str, str | None] = {"RAY_ADDRESS": cluster.ray_address, "RAY_API_SERVER_ADDRESS": cluster.dashboard_url}
     token_path = cluster.record.token_path if cluster.record else None
     if token_path:
         if not Path(token_path).is_file():

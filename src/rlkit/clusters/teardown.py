@@ -57,7 +57,11 @@ def plan_teardown(names: list[str] | None = None, everything: bool = False) -> l
     for cluster in clusters:
         assert cluster.record is not None
         lines = [f"{cluster.record.provider} cluster at {cluster.dashboard_url}"]
-        lines += provider_module(cluster.record).describe_stop(cluster.record)
+        try:
+            lines += provider_module(cluster.record).describe_stop(cluster.record)
+        except RlkitError as err:
+            # Reported again when its turn comes; the others still stop.
+            lines.append(f"cannot be stopped: {err}")
         items.append(TeardownItem(cluster, lines))
     return items
 
