@@ -120,4 +120,7 @@ def _report(specs: list[LocalSpec], outcomes: list[Outcome[LaunchOutcome]]) -> N
 
 
 def register(app: typer.Typer) -> None:
+    from rlkit.cli import launch_onprem
+
+    launch_onprem.register(launch_app)
     app.add_typer(launch_app, name="launch")
