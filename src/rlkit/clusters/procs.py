@@ -40,11 +40,6 @@ def _read(pid: int, name: str) -> bytes:
         return b""
 
 
-def ref_of(pid: int) -> ProcessRef | None:
-    stat = _stat(pid)
-    return ProcessRef(pid, stat[2]) if stat else None
-
-
 def is_running(ref: ProcessRef) -> bool:
     """True while that very process runs (a zombie has finished running)."""
     stat = _stat(ref.pid)
