@@ -16,6 +16,15 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 
 if [ "${1:-}" = "test" ]; then
     "${pip[@]}" -e ".[test]"
+    # The on-prem tests run Debian's sshd in network namespaces (as root), and
+    # ray up needs rsync for its file mounts.
+    missing() { ! command -v "$1" >/dev/null && [ ! -x "/usr/sbin/$1" ]; }
+    if [ "$(id -u)" = 0 ] && { missing sshd || missing rsync || missing ip; }; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq openssh-server rsync iproute2 >/dev/null 2>&1 ||
+            { apt-get update -qq && apt-get install -y -qq openssh-server rsync iproute2 >/dev/null; } ||
+            echo "setup.sh: could not install openssh-server, rsync, iproute2: the on-prem tests will fail" >&2
+    fi
 else
     "${pip[@]}" -e .
 fi

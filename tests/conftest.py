@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.testhosts_fixture import testhosts  # noqa: F401  (sshd test hosts in network namespaces)
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 

@@ -20,7 +20,7 @@ from rlkit.clusters.records import load_record
 from rlkit.clusters.ssh import SshLoginError
 from rlkit.errors import WorkFailedError
 from tests.cli_helpers import run_rlkit
-from tests.testhosts_fixture import SshHosts, start_hosts, stop_hosts, testhosts  # noqa: F401
+from tests.testhosts_fixture import SshHosts, start_hosts, stop_hosts
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -34,7 +34,7 @@ def host_processes(hosts: SshHosts, host) -> set[str]:
     return set(result.stdout.split())
 
 
-def test_launch_two_nodes_with_token_then_teardown(testhosts: SshHosts) -> None:  # noqa: F811
+def test_launch_two_nodes_with_token_then_teardown(testhosts: SshHosts) -> None:
     head, worker = testhosts.hosts
     spec = onprem.OnPremSpec(
         name="lab", head=head.ip, workers=(worker.ip,), ssh_user=testhosts.user, ssh_key=testhosts.key

@@ -9,6 +9,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from rlkit.cli import main
 from tests.conftest import CONFIGS
@@ -139,3 +140,10 @@ def test_help_imports_neither_ray_nor_torch() -> None:
     code = "import sys; from rlkit.cli import app; print('ray' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when CUDA is missing")
+def test_cuda_requested_without_a_gpu(capsys) -> None:
+    code, err = run_cli(capsys, "train", str(CONFIGS / "ppo_cartpole.yaml"), "--device", "cuda")
+    assert code == 2
+    assert "no CUDA device" in one_line(err)

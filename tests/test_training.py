@@ -133,3 +133,10 @@ def test_eval_reports_mean_and_std_of_a_checkpoint(ray_local, tmp_path: Path) ->
     result = evaluate(Path(summary.checkpoint), episodes=3)
     assert result.episodes == 3 and result.mean_length == 200
     assert -2000 < result.mean_return < 0 and result.std_return >= 0
+
+
+def test_time_budget_stops_the_run(ray_local, tmp_path: Path) -> None:
+    summary = train(config("ppo_cartpole.yaml", tmp_path, "stop.total_steps=null", "stop.target_return=null",
+                           "stop.time_budget_s=4"))
+    assert summary.stop_reason == "time_budget"
+    assert 4 <= summary.wall_s < 30

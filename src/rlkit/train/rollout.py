@@ -9,6 +9,7 @@ version that produced them.
 from __future__ import annotations
 
 import pickle
+import resource
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,8 @@ class Fragment:
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
     obs_stats: dict[str, RunningMeanStd] | None = None
+    peak_rss_mb: float = 0.0
+    """The actor process's peak resident memory so far."""
 
 
 @dataclass
@@ -43,6 +46,10 @@ class Published:
     version: int
     weights: dict[str, dict[str, np.ndarray]]
     obs_norm: dict[str, RunningMeanStd] | None
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class RolloutWorker:
@@ -126,7 +133,7 @@ class RolloutWorker:
             "last_value": self.policy.value(self._normalize(self.obs)),
         }
         return Fragment(self.worker_index, self.version, T * N, {DEFAULT_POLICY: batch},
-                        returns, lengths, self._stats(raw_obs))
+                        returns, lengths, self._stats(raw_obs), peak_rss_mb())
 
     def sample_groups(self, box: list[Any], version: int) -> Fragment:
         """Run whole groups of episodes, each group from one shared reset seed (GRPO)."""
@@ -162,7 +169,7 @@ class RolloutWorker:
         }
         raw_obs = np.stack([s[0] for s in flat])
         return Fragment(self.worker_index, self.version, len(flat), {DEFAULT_POLICY: batch},
-                        [float(r) for r in ep_return], lengths, self._stats(raw_obs))
+                        [float(r) for r in ep_return], lengths, self._stats(raw_obs), peak_rss_mb())
 
     def get_state(self) -> bytes | None:
         """Environment and RNG state for an exact resume; None if the envs cannot be pickled."""

@@ -10,6 +10,7 @@ from rlkit.config import TrainConfig
 from rlkit.errors import BadInputError
 from rlkit.train import checkpoint as ckpt
 from rlkit.train.envs import probe
+from rlkit.train.rollout import peak_rss_mb
 
 
 @dataclass
@@ -25,6 +26,9 @@ class TrainSummary:
     sps: float
     checkpoint: str
     device: str
+    driver_peak_rss_mb: float
+    actor_peak_rss_mb: float
+    """The largest peak resident memory of any rollout actor."""
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -60,8 +64,11 @@ def train(
     from rlkit.train.session import ray_session
     from rlkit.train.trainer import Trainer
 
-    # Validate the environment before paying for Ray's start-up.
+    from rlkit.train.learner import resolve_device
+
+    # Validate the environment and device before paying for Ray's start-up.
     spec = probe(config.env, config.algo.name)
+    resolve_device(config.device)
     state = None
     if resume is not None:
         run_dir = resume
@@ -100,6 +107,8 @@ def train(
                 episodes=trainer.episodes, rolling_return=trainer.rolling_return,
                 wall_s=round(trainer.elapsed, 3), sps=round(trainer.global_step / max(trainer.elapsed, 1e-9), 1),
                 checkpoint=str(path), device=str(trainer.learner.device),
+                driver_peak_rss_mb=round(peak_rss_mb(), 1),
+                actor_peak_rss_mb=round(trainer.actor_peak_rss_mb, 1),
             )
         finally:
             if log is not None:

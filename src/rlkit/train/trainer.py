@@ -31,6 +31,7 @@ class Trainer:
         self.episodes = 0
         self.dropped = 0
         self.recent_returns: deque[float] = deque(maxlen=ROLLING_EPISODES)
+        self.actor_peak_rss_mb = 0.0
         self.elapsed_before = 0.0
         self.started = time.perf_counter()
         self.weights_ref = ray.put(self.learner.publish())
@@ -79,6 +80,7 @@ class Trainer:
             self.global_step += frag.env_steps
             self.episodes += len(frag.episode_returns)
             self.recent_returns.extend(frag.episode_returns)
+            self.actor_peak_rss_mb = max(self.actor_peak_rss_mb, frag.peak_rss_mb)
 
     def step(self) -> dict[str, float]:
         """Sample, update once, publish the new version; returns this iteration's metrics."""
