@@ -7,6 +7,7 @@ and the closest valid one instead of a silently ignored setting.
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -100,7 +101,8 @@ class TrainConfig(_Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    runs_dir: str = "runs"
+    runs_dir: str = Field(default_factory=lambda: os.environ.get("RLKIT_RUNS_DIR", "runs"))
+    """Parent of run directories; $RLKIT_RUNS_DIR sets the default (jobs, sweeps)."""
     env: EnvConfig = Field(default_factory=EnvConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
