@@ -101,6 +101,8 @@ class TrainConfig(_Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    learner_threads: int = Field(1, ge=0)
+    """torch threads of a CPU learner; 0 keeps torch's default (one per core)."""
     runs_dir: str = Field(default_factory=lambda: os.environ.get("RLKIT_RUNS_DIR", "runs"))
     """Parent of run directories; $RLKIT_RUNS_DIR sets the default (jobs, sweeps)."""
     env: EnvConfig = Field(default_factory=EnvConfig)

@@ -33,6 +33,10 @@ class Learner:
         self.algo = config.algo
         self.device = device
         self.grpo = isinstance(self.algo, GRPOConfig)
+        if device.type == "cpu" and config.learner_threads:
+            # Small models gain nothing from intra-op threads, and idle OpenMP
+            # threads spin, taking CPU from the rollout actors beside them.
+            torch.set_num_threads(config.learner_threads)
         torch.manual_seed(config.seed)
         pspec = spec.policies[DEFAULT_POLICY]
         self.model = ActorCritic(pspec, config.model, critic=not self.grpo).to(device)
