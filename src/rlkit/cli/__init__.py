@@ -27,13 +27,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from rlkit.cli import env, launch, status, teardown, train
+    from rlkit.cli import env, launch, status, sweep, teardown, train
 
     launch.register(app)
     status.register(app)
     env.register(app)
     teardown.register(app)
     train.register(app)
+    sweep.register(app)
 
 
 _register()

@@ -54,6 +54,11 @@ class RunLog:
             self.progress.update(self.task, completed=step, sps=metrics.get("charts/SPS", 0.0),
                                  ret="-" if ret is None else f"{ret:.1f}")
 
+    def flush(self) -> None:
+        """Put everything logged so far on disk (a sweep trial may be ended at any report)."""
+        self.metrics_file.flush()
+        self.writer.flush()
+
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()

@@ -1,0 +1,129 @@
+"""The sweeps rlkit knows of: one small JSON per sweep in ``$RLKIT_HOME/sweeps``,
+and their status as ``rlkit status`` shows it, read from each sweep's directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rlkit.clusters import paths
+from rlkit.clusters.files import atomic_write
+from rlkit.sweep.state import INTERRUPTED, RUNNING, now_iso, read_progress
+
+
+@dataclass
+class SweepRecord:
+    """``cluster`` is None for a sweep driven from this machine, which is then
+    known to be alive by ``host``, ``pid`` and the pid's start time; a sweep
+    sent to a cluster carries its ``job_id`` there."""
+
+    name: str
+    path: str
+    cluster: str | None = None
+    started: str = field(default_factory=now_iso)
+    host: str = field(default_factory=socket.gethostname)
+    pid: int | None = None
+    pid_start: int | None = None
+    job_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class SweepStatus:
+    """One row of the sweeps table. ``state`` is running, finished,
+    interrupted, failed, or unknown when the sweep's directory cannot be
+    read from here (a sweep on a remote cluster's disk)."""
+
+    name: str
+    cluster: str
+    path: str
+    started: str
+    state: str
+    metric: str | None = None
+    mode: str | None = None
+    trials: dict[str, int] = field(default_factory=dict)
+    best_metric: float | None = None
+    best_trial: str | None = None
+    job_id: str | None = None
+
+
+def sweeps_dir() -> Path:
+    return paths.rlkit_home() / "sweeps"
+
+
+def start_ticks(pid: int) -> int | None:
+    """The start time of ``pid`` (field 22 of /proc/PID/stat): a pid the kernel
+    reused later has another one."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(text[text.rindex(")") + 2:].split()[19])
+
+
+def save_record(record: SweepRecord) -> Path:
+    path = paths.private_dir(sweeps_dir()) / f"{Path(record.path).name}.json"
+    atomic_write(path, json.dumps(record.to_dict(), indent=2) + "\n", mode=0o600)
+    return path
+
+
+def local_record(name: str, sweep_dir: Path) -> SweepRecord:
+    pid = os.getpid()
+    return SweepRecord(name=name, path=str(sweep_dir), pid=pid, pid_start=start_ticks(pid))
+
+
+def list_records() -> list[SweepRecord]:
+    directory = sweeps_dir()
+    if not directory.is_dir():
+        return []
+    records = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            records.append(SweepRecord.from_dict(json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError):
+            continue  # a record half-written by a newer rlkit is skipped, never fatal
+    return records
+
+
+def _driver_alive(record: SweepRecord) -> bool | None:
+    """None when this machine cannot tell (another host, a cluster job)."""
+    if record.cluster is not None or record.pid is None or record.host != socket.gethostname():
+        return None
+    return start_ticks(record.pid) == record.pid_start
+
+
+def sweep_status(record: SweepRecord) -> SweepStatus:
+    status = SweepStatus(name=record.name, cluster=record.cluster or "local", path=record.path,
+                         started=record.started, state="unknown", job_id=record.job_id)
+    progress = read_progress(Path(record.path))
+    if progress is None:
+        return status
+    status.state, status.metric, status.mode = progress.state, progress.metric, progress.mode
+    status.trials = progress.counts()
+    best = progress.best()
+    if best is not None:
+        status.best_metric, status.best_trial = best.metric, best.trial_id
+    if status.state == RUNNING and _driver_alive(record) is False:
+        # Killed without a chance to say so: `rlkit sweep --resume` continues it.
+        status.state = INTERRUPTED
+    return status
+
+
+def sweep_statuses(clusters: list[str] | None = None) -> list[SweepStatus]:
+    """Every known sweep, newest last; only those on ``clusters`` when given
+    ("local" names the sweeps driven from this machine)."""
+    statuses = [sweep_status(r) for r in list_records()]
+    if clusters is not None:
+        statuses = [s for s in statuses if s.cluster in clusters]
+    return sorted(statuses, key=lambda s: s.started)
