@@ -66,8 +66,11 @@ def sweep(
 
 
 def _run_local(spec: Any, resume: Path | None, dry_run: bool, quiet: bool, json_: bool) -> int:
+    import os
+
     from rich.live import Live
 
+    from rlkit.sweep.remote import JOB_ENV
     from rlkit.sweep.run import plan_sweep, resume_sweep, run_sweep
 
     if dry_run:
@@ -85,13 +88,14 @@ def _run_local(spec: Any, resume: Path | None, dry_run: bool, quiet: bool, json_
         if live is not None:
             live.update(render_progress(progress), refresh=True)
 
+    register = JOB_ENV not in os.environ
     if live is not None:
         live.start()
     try:
         if resume is not None:
-            result = resume_sweep(resume, on_progress=show)
+            result = resume_sweep(resume, on_progress=show, register=register)
         else:
-            result = run_sweep(spec, on_progress=show)
+            result = run_sweep(spec, on_progress=show, register=register)
     finally:
         if live is not None:
             live.stop()
@@ -112,8 +116,30 @@ def report(result: SweepResult, json_: bool) -> int:
 
 def _run_on_clusters(files: list[Path], overrides: list[str], cluster: list[str], all_: bool,
                      dry_run: bool, json_: bool) -> int:
-    raise BadInputError("--cluster and --all need rlkit's job submission, which this build does not have yet",
-                        "run the sweep locally, or on a cluster's head node")
+    from dataclasses import asdict
+
+    from rlkit.cli import results
+    from rlkit.sweep.remote import submit_sweeps
+
+    if all_ and cluster:
+        raise BadInputError("--all and --cluster do not go together", "--all already takes every cluster")
+    sweeps = submit_sweeps(files, overrides, cluster or None, broadcast=all_, dry_run=dry_run)
+    if json_:
+        output.print_json([asdict(s) for s in sweeps])
+    for sweep in sweeps:
+        if not json_:
+            line = f"{sweep.name} as job {sweep.submission_id}: sweep directory under {sweep.storage}"
+            if dry_run:
+                output.console.print(f"[bold]{sweep.cluster}[/] would run: {sweep.entrypoint}", highlight=False)
+            elif sweep.ok:
+                results.succeeded(sweep.cluster, line)
+        if not sweep.ok:
+            results.failed(sweep.cluster, sweep.error or "")
+    accepted = [s for s in sweeps if s.ok and not dry_run]
+    if accepted and not json_:
+        output.note(f"follow: rlkit logs {accepted[0].submission_id} --follow   |   progress: rlkit status")
+    errors = [None if s.ok else (BadInputError if s.input_error else RuntimeError)(s.error) for s in sweeps]
+    return results.exit_code(errors)
 
 
 def _fmt(value: Any) -> str:

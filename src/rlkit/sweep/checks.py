@@ -60,9 +60,9 @@ def _exists(path: str) -> bool:
     return os.path.exists(path)
 
 
-def check_shared_storage(sweep_dir: Path) -> None:
+def check_shared_storage(storage: Path) -> None:
     """On a multi-node cluster, trials on other nodes write their logs and
-    checkpoints to the sweep directory: it must be the same directory there."""
+    checkpoints under ``storage``: it must be the same directory there."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -70,9 +70,9 @@ def check_shared_storage(sweep_dir: Path) -> None:
     others = [n for n in ray.nodes() if n.get("Alive") and n["NodeID"] != here]
     if not others:
         return
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    marker = sweep_dir / f".rlkit-shared-{uuid.uuid4().hex[:12]}"
-    marker.write_text("written by the sweep driver; seen by the trials' nodes if the storage is shared\n")
+    storage.mkdir(parents=True, exist_ok=True)
+    marker = storage / f".rlkit-shared-{uuid.uuid4().hex[:12]}"
+    marker.write_text("written by a sweep driver; seen by the trials' nodes if the storage is shared\n")
     probe = ray.remote(num_cpus=0)(_exists)
     try:
         refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
@@ -83,7 +83,7 @@ def check_shared_storage(sweep_dir: Path) -> None:
     blind = [n["NodeManagerAddress"] for n, ok in zip(others, seen) if not ok]
     if blind:
         raise BadInputError(
-            f"storage path {sweep_dir.parent} exists only on the driver's node: "
+            f"storage path {storage} exists only on the driver's node: "
             f"{len(blind)} node(s) that run trials ({', '.join(sorted(set(blind)))}) do not see it",
             "set storage_path (--set storage_path=DIR) to a directory that every node mounts "
             "at the same path, such as an NFS share",

@@ -12,7 +12,7 @@ from typing import Any
 
 from rlkit.clusters import paths
 from rlkit.clusters.files import atomic_write
-from rlkit.sweep.state import INTERRUPTED, RUNNING, now_iso, read_progress
+from rlkit.sweep.state import FAILED, FINISHED, INTERRUPTED, RUNNING, STATE_FILE, now_iso, read_progress
 
 
 @dataclass
@@ -72,8 +72,10 @@ def start_ticks(pid: int) -> int | None:
     return int(text[text.rindex(")") + 2:].split()[19])
 
 
-def save_record(record: SweepRecord) -> Path:
-    path = paths.private_dir(sweeps_dir()) / f"{Path(record.path).name}.json"
+def save_record(record: SweepRecord, key: str | None = None) -> Path:
+    """Write the record as ``KEY.json``: the sweep directory's name by default,
+    the job's submission id for a sweep on a cluster."""
+    path = paths.private_dir(sweeps_dir()) / f"{key or Path(record.path).name}.json"
     atomic_write(path, json.dumps(record.to_dict(), indent=2) + "\n", mode=0o600)
     return path
 
@@ -96,34 +98,56 @@ def list_records() -> list[SweepRecord]:
     return records
 
 
-def _driver_alive(record: SweepRecord) -> bool | None:
-    """None when this machine cannot tell (another host, a cluster job)."""
-    if record.cluster is not None or record.pid is None or record.host != socket.gethostname():
+# A sweep whose directory is on a remote cluster's disk is known by its job.
+_JOB_STATE = {"PENDING": RUNNING, "RUNNING": RUNNING, "SUCCEEDED": FINISHED, "FAILED": FAILED, "STOPPED": INTERRUPTED}
+
+
+def _sweep_dir(record: SweepRecord) -> Path | None:
+    """The sweep's directory: the record's path, or for a sweep sent to a
+    cluster the newest ``NAME-*`` directory under the storage path it named."""
+    path = Path(record.path)
+    if (path / STATE_FILE).is_file():
+        return path
+    found = sorted(path.glob(f"{record.name}-*/{STATE_FILE}"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
+
+
+def _driver_alive(record: SweepRecord, job_states: dict[str, str]) -> bool | None:
+    """None when this machine cannot tell (another host, a job it cannot see)."""
+    if record.job_id is not None:
+        state = job_states.get(record.job_id)
+        return None if state is None else state in ("PENDING", "RUNNING")
+    if record.pid is None or record.host != socket.gethostname():
         return None
     return start_ticks(record.pid) == record.pid_start
 
 
-def sweep_status(record: SweepRecord) -> SweepStatus:
+def sweep_status(record: SweepRecord, job_states: dict[str, str] | None = None) -> SweepStatus:
+    """``job_states`` maps submission ids to Ray job states, for sweeps sent to clusters."""
+    job_states = job_states or {}
     status = SweepStatus(name=record.name, cluster=record.cluster or "local", path=record.path,
                          started=record.started, state="unknown", job_id=record.job_id)
-    progress = read_progress(Path(record.path))
+    sweep_dir = _sweep_dir(record)
+    progress = None if sweep_dir is None else read_progress(sweep_dir)
     if progress is None:
+        status.state = _JOB_STATE.get(job_states.get(record.job_id or ""), "unknown")
         return status
+    status.path = str(sweep_dir)
     status.state, status.metric, status.mode = progress.state, progress.metric, progress.mode
     status.trials = progress.counts()
     best = progress.best()
     if best is not None:
         status.best_metric, status.best_trial = best.metric, best.trial_id
-    if status.state == RUNNING and _driver_alive(record) is False:
+    if status.state == RUNNING and _driver_alive(record, job_states) is False:
         # Killed without a chance to say so: `rlkit sweep --resume` continues it.
         status.state = INTERRUPTED
     return status
 
 
-def sweep_statuses(clusters: list[str] | None = None) -> list[SweepStatus]:
+def sweep_statuses(clusters: list[str] | None = None, job_states: dict[str, str] | None = None) -> list[SweepStatus]:
     """Every known sweep, newest last; only those on ``clusters`` when given
     ("local" names the sweeps driven from this machine)."""
-    statuses = [sweep_status(r) for r in list_records()]
+    statuses = [sweep_status(r, job_states) for r in list_records()]
     if clusters is not None:
         statuses = [s for s in statuses if s.cluster in clusters]
     return sorted(statuses, key=lambda s: s.started)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -143,12 +144,19 @@ def run_sweep(
     *,
     address: str | None = None,
     on_progress: Callable[[SweepProgress], None] | None = None,
+    register: bool = True,
 ) -> SweepResult:
     """Run every trial of ``spec`` on the embedded local Ray (or ``address``,
-    or RAY_ADDRESS inside a Ray job) and write the best trial's config."""
-    sweep_dir = new_sweep_dir(spec)
-    (sweep_dir / SPEC_FILE).write_text(spec.to_yaml())
-    return _drive(spec, sweep_dir, address, on_progress, resume=False)
+    or RAY_ADDRESS inside a Ray job) and write the best trial's config.
+    ``register`` records the sweep for ``rlkit status`` (a sweep sent as a
+    job was recorded by the machine that sent it)."""
+    from rlkit.train.session import ray_session
+
+    with ray_session(address):
+        _preflight(spec, default_storage(spec))
+        sweep_dir = new_sweep_dir(spec)
+        (sweep_dir / SPEC_FILE).write_text(spec.to_yaml())
+        return _drive(spec, sweep_dir, on_progress, resume=False, register=register)
 
 
 def resume_sweep(
@@ -156,6 +164,7 @@ def resume_sweep(
     *,
     address: str | None = None,
     on_progress: Callable[[SweepProgress], None] | None = None,
+    register: bool = True,
 ) -> SweepResult:
     """Continue an interrupted sweep: finished trials are kept, unfinished ones
     continue from their last checkpoint and errored ones are tried again."""
@@ -166,7 +175,11 @@ def resume_sweep(
     if not Tuner.can_restore(str(sweep_dir)):
         raise BadInputError(f"{sweep_dir}: Tune saved no state there yet, so there is nothing to resume",
                             f"start it again with rlkit sweep {sweep_dir / SPEC_FILE}")
-    return _drive(spec, sweep_dir, address, on_progress, resume=True)
+    from rlkit.train.session import ray_session
+
+    with ray_session(address):
+        _preflight(spec, sweep_dir)
+        return _drive(spec, sweep_dir, on_progress, resume=True, register=register)
 
 
 def _trainable(spec: SweepSpec, sweep_dir: Path) -> Any:
@@ -222,7 +235,10 @@ def _quiet_tune() -> Iterator[None]:
         # Failed trials are reported in rlkit's table and summary, not as tracebacks.
         lg.setLevel(logging.CRITICAL)
     try:
-        yield
+        with warnings.catch_warnings():
+            # Actor reuse would keep a stopped trial's rollout actors in its placement group.
+            warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
+            yield
     finally:
         for key, value in saved.items():
             if value is None:
@@ -233,25 +249,28 @@ def _quiet_tune() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _drive(spec: SweepSpec, sweep_dir: Path, address: str | None,
-           on_progress: Callable[[SweepProgress], None] | None, resume: bool) -> SweepResult:
+def _preflight(spec: SweepSpec, storage: Path) -> None:
+    """Refuse, before anything is written, a sweep this cluster cannot run."""
     from rlkit.sweep.checks import check_fits, check_shared_storage
-    from rlkit.train.session import ray_session
 
+    check_fits(spec)
+    check_shared_storage(storage)
+
+
+def _drive(spec: SweepSpec, sweep_dir: Path, on_progress: Callable[[SweepProgress], None] | None,
+           resume: bool, register: bool) -> SweepResult:
     started = time.monotonic()
     progress = SweepProgress(spec.name, str(sweep_dir), spec.file.metric, spec.file.mode)
     tracker = Tracker(progress, on_progress)
-    with ray_session(address):
-        check_fits(spec)
-        check_shared_storage(sweep_dir)
-        tracker.write()
+    tracker.write()
+    if register:
         records.save_record(records.local_record(spec.name, sweep_dir))
-        try:
-            with _quiet_tune(), tracking(tracker):
-                _tuner(spec, sweep_dir, resume).fit()
-        except BaseException:
-            tracker.finish(INTERRUPTED)
-            raise
+    try:
+        with _quiet_tune(), tracking(tracker):
+            _tuner(spec, sweep_dir, resume).fit()
+    except BaseException:
+        tracker.finish(INTERRUPTED)
+        raise
     result = summarize(spec, sweep_dir, progress.trials, time.monotonic() - started)
     tracker.finish(result.state)
     return result

@@ -239,6 +239,8 @@ class SweepSpec(BaseModel):
     file: SweepFile
     base: dict[str, Any]
     source: str = "sweep"
+    base_file: str | None = None
+    """The training config file the base came from, if it came from one."""
 
     @property
     def name(self) -> str:
@@ -344,7 +346,7 @@ def build_spec(data: dict[str, Any], source: str, relative_to: Path, base_sets: 
         TrainConfig.model_validate(copy.deepcopy(base))
     except ValidationError as err:
         raise ConfigError(describe_validation_error(err, TrainConfig, base_source)) from None
-    spec = SweepSpec(file=file, base=base, source=source)
+    spec = SweepSpec(file=file, base=base, source=source, base_file=None if isinstance(file.base, dict) else base_source)
     _check_space(spec)
     return spec
 
