@@ -27,10 +27,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from rlkit.cli import env, launch, status, sweep, teardown, train
+    from rlkit.cli import env, launch, logs, status, stop, submit, sweep, teardown, train
 
     launch.register(app)
+    submit.register(app)
     status.register(app)
+    logs.register(app)
+    stop.register(app)
     env.register(app)
     teardown.register(app)
     train.register(app)

@@ -1,4 +1,4 @@
-"""``rlkit status``: clusters (and later jobs and sweeps), live."""
+"""``rlkit status``: clusters and jobs (and later sweeps), live."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from rlkit.clusters.status import ClusterStatus, StatusReport
 
 _STATE_STYLE = {"UP": "green", "STARTING": "yellow", "STOPPED": "yellow"}
+_JOB_STYLE = {"SUCCEEDED": "green", "RUNNING": "cyan", "PENDING": "yellow", "STOPPED": "yellow"}
 
 
 def status(
@@ -24,8 +25,9 @@ def status(
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until Ctrl-C."),
     interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes with --watch."),
     timeout: float = typer.Option(3.0, "--timeout", help="Seconds to wait for each cluster's answer."),
+    all_jobs: bool = typer.Option(False, "--all-jobs", help="List every job, not only those rlkit submitted."),
 ) -> int:
-    """Show every registered cluster: state, nodes, CPUs and GPUs used/total, Ray version, token auth.
+    """Show every registered cluster: state, nodes, CPUs and GPUs used/total, Ray version, token auth; then their jobs.
 
     Clusters are asked in parallel: a dead one costs at most --timeout.
     Exit code 0 when all shown clusters are UP, 1 when none is (2 when the
@@ -36,6 +38,8 @@ def status(
         rlkit status
 
         rlkit status lab-a lab-b --json
+
+        rlkit status --all-jobs
     """
     from rlkit.clusters.status import collect_status
 
@@ -44,8 +48,8 @@ def status(
     if watch and as_json:
         raise BadInputError("--watch and --json do not go together", "run `rlkit status --json` in a loop instead")
     if watch:
-        return _watch(names, interval, timeout)
-    report = collect_status(names or None, timeout)
+        return _watch(names, interval, timeout, all_jobs)
+    report = collect_status(names or None, timeout, all_jobs)
     if as_json:
         output.print_json(report.to_dict())
     else:
@@ -61,7 +65,7 @@ def render(report: StatusReport) -> RenderableType:
 
     if not report.clusters:
         return f"No clusters in {paths.address_file()}. Start one with `rlkit launch local`."
-    return Group(_clusters_table(report.clusters), *_notes(report.clusters))
+    return Group(_clusters_table(report.clusters), *_notes(report.clusters), *_jobs_section(report))
 
 
 def _clusters_table(statuses: list[ClusterStatus]) -> RenderableType:
@@ -93,6 +97,42 @@ def _notes(statuses: list[ClusterStatus]) -> list[RenderableType]:
     return notes
 
 
+def _jobs_section(report: StatusReport) -> list[RenderableType]:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    notes: list[RenderableType] = [Text.assemble((name, "red"), ": jobs not listed: ", why)
+                                   for name, why in report.job_errors.items()]
+    if not report.jobs:
+        return [Text("\nNo jobs submitted by rlkit (--all-jobs lists every job).", style="dim"), *notes]
+    table = Table(title="Jobs", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                  show_edge=False, padding=(0, 1, 0, 0))
+    for column in ("CLUSTER", "SUBMISSION ID", "NAME", "STATUS", "START", "DURATION", "ENTRYPOINT"):
+        table.add_column(column, no_wrap=column != "ENTRYPOINT", min_width=len(column))
+    for job in report.jobs:
+        table.add_row(job.cluster, job.id, job.name, f"[{_JOB_STYLE.get(job.status, 'red')}]{job.status}[/]",
+                      _clock(job.start_time), _duration(job.duration_s),
+                      # Cut short at the edge of the screen rather than wrapped.
+                      Text(job.entrypoint, no_wrap=True, overflow="ellipsis"))
+    return [Text(""), table, *notes]
+
+
+def _clock(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    when = time.localtime(epoch)
+    return time.strftime("%H:%M:%S" if when[:3] == time.localtime()[:3] else "%Y-%m-%d %H:%M", when)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
+
+
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
@@ -112,7 +152,7 @@ def _exit_code(statuses: list[ClusterStatus]) -> int:
     return BadInputError.exit_code if all(s.input_error for s in down) else 1
 
 
-def _watch(names: list[str] | None, interval: float, timeout: float) -> int:
+def _watch(names: list[str] | None, interval: float, timeout: float, all_jobs: bool) -> int:
     from rich.live import Live
 
     from rlkit.clusters.status import collect_status
@@ -120,7 +160,7 @@ def _watch(names: list[str] | None, interval: float, timeout: float) -> int:
     with Live(console=output.console, auto_refresh=False) as live:
         try:
             while True:
-                live.update(render(collect_status(names or None, timeout)), refresh=True)
+                live.update(render(collect_status(names or None, timeout, all_jobs)), refresh=True)
                 time.sleep(interval)
         except KeyboardInterrupt:
             return 0

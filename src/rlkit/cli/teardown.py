@@ -15,14 +15,16 @@ def teardown(
     everything: bool = typer.Option(False, "--all", help="Stop every cluster that rlkit launched."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     keep_entry: bool = typer.Option(False, "--keep-entry", help="Keep the name registered (relaunch it later)."),
+    force: bool = typer.Option(False, "--force", help="Stop the clusters' running rlkit jobs first, then the clusters."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> int:
     """Stop clusters that rlkit launched and remove their entries.
 
     A local cluster is stopped by its own processes only (never `ray stop`,
     which would stop every cluster on the machine); an on-prem one with
-    `ray down`. Entries written by hand are never touched. Several clusters
-    stop in parallel; exit code 3 when some of them failed.
+    `ray down`. Entries written by hand are never touched. A cluster that
+    runs rlkit jobs is stopped only with --force, its jobs first. Several
+    clusters stop in parallel; exit code 3 when some of them failed.
 
     Examples:
 
@@ -33,7 +35,7 @@ def teardown(
     from rlkit.clusters.teardown import plan_teardown
     from rlkit.clusters.teardown import teardown as run_teardown
 
-    items = plan_teardown(names or None, everything)
+    items = plan_teardown(names or None, everything, force)
     if not items:
         output.note("No clusters launched by rlkit: nothing to stop.")
         if as_json:

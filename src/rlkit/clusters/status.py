@@ -15,6 +15,7 @@ from rlkit.clusters import dashboard
 from rlkit.clusters.parallel import run_parallel
 from rlkit.clusters.registry import Cluster, select_clusters
 from rlkit.errors import BadInputError
+from rlkit.jobs.listing import JobRecord, list_jobs
 
 UP = "UP"
 STARTING = "STARTING"
@@ -54,12 +55,16 @@ class ClusterStatus:
 
 @dataclass
 class StatusReport:
-    """Everything ``rlkit status`` prints, section by section."""
+    """Everything ``rlkit status`` prints, section by section. ``job_errors``
+    names the clusters that are UP but did not list their jobs, and why."""
 
     clusters: list[ClusterStatus] = field(default_factory=list)
+    jobs: list[JobRecord] = field(default_factory=list)
+    job_errors: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"clusters": [asdict(c) for c in self.clusters]}
+        return {"clusters": [asdict(c) for c in self.clusters], "jobs": [asdict(j) for j in self.jobs],
+                "job_errors": self.job_errors}
 
 
 def probe(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> ClusterStatus:
@@ -154,6 +159,12 @@ def cluster_statuses(clusters: list[Cluster], timeout: float = DEFAULT_TIMEOUT_S
     return statuses
 
 
-def collect_status(names: Iterable[str] | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> StatusReport:
-    """The status of the named clusters (all when ``names`` is None)."""
-    return StatusReport(clusters=cluster_statuses(select_clusters(names), timeout))
+def collect_status(names: Iterable[str] | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+                   all_jobs: bool = False) -> StatusReport:
+    """The status of the named clusters (all when ``names`` is None) and
+    the jobs of those that are up: rlkit's, or all with ``all_jobs``."""
+    clusters = select_clusters(names)
+    statuses = cluster_statuses(clusters, timeout)
+    up = [c for c, s in zip(clusters, statuses) if s.is_up]
+    jobs = list_jobs(up, all_jobs=all_jobs, timeout=timeout)
+    return StatusReport(clusters=statuses, jobs=jobs.jobs, job_errors=jobs.errors)
