@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -60,15 +61,18 @@ def train(
     With ``resume``, ``config`` should be the run's own (``load_run_config``)
     and training continues in that run directory from its latest checkpoint.
     """
-    from rlkit.train.runlog import RunLog
     from rlkit.train.session import ray_session
-    from rlkit.train.trainer import Trainer
 
-    from rlkit.train.learner import resolve_device
-
-    # Validate the environment and device before paying for Ray's start-up.
+    # Validate the environment (and an explicit CUDA request) before paying for Ray's start-up.
     spec = probe(config.env, config.algo.name)
-    resolve_device(config.device)
+    if config.device == "cuda":
+        from rlkit.train.learner import resolve_device
+
+        resolve_device(config.device)
+    # torch and TensorBoard take seconds to import, mostly in C code, while
+    # ray.init mostly waits for its processes: do both at once.
+    preload = threading.Thread(target=_import_learner_stack, daemon=True)
+    preload.start()
     state = None
     if resume is not None:
         run_dir = resume
@@ -79,6 +83,10 @@ def train(
 
     with ray_session(address):
         _check_resources(config)
+        preload.join()
+        from rlkit.train.runlog import RunLog
+        from rlkit.train.trainer import Trainer
+
         trainer = Trainer(config, spec)
         log: RunLog | None = None
         try:
@@ -115,6 +123,12 @@ def train(
                 log.close()
             trainer.close()
     return summary
+
+
+def _import_learner_stack() -> None:
+    import torch.utils.tensorboard  # noqa: F401
+
+    import rlkit.train.trainer  # noqa: F401
 
 
 def _save(run_dir: Path, trainer, config: TrainConfig) -> Path:

@@ -25,8 +25,9 @@ ROLLING_EPISODES = 100
 class Trainer:
     def __init__(self, config: TrainConfig, spec: EnvSpec, placement: Any = None) -> None:
         self.cfg = config
-        self.learner = Learner(config, spec, resolve_device(config.device))
+        # Actors first: their processes start while the learner is built.
         self.pool = WorkerPool(config, spec, placement)
+        self.learner = Learner(config, spec, resolve_device(config.device))
         self.global_step = 0
         self.episodes = 0
         self.dropped = 0
