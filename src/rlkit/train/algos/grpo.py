@@ -5,22 +5,18 @@ from __future__ import annotations
 import torch
 
 from rlkit.config import GRPOConfig
+from rlkit.train.algos.clipped import clipped_surrogate, policy_ratio
 from rlkit.train.torch_model import ActorCritic
 
 
 def grpo_loss(model: ActorCritic, mb: dict[str, torch.Tensor], cfg: GRPOConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     new_logprob, entropy = model.log_prob_entropy(mb["obs"], mb["actions"])
-    logratio = new_logprob - mb["logprobs"]
-    ratio = logratio.exp()
-
-    with torch.no_grad():
-        approx_kl = ((ratio - 1) - logratio).mean()
-        clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+    ratio, approx_kl, clipfrac = policy_ratio(new_logprob, mb["logprobs"], cfg.clip_coef)
 
     # Episode-level advantages, already normalised within each group.
     adv = mb["advantages"]
     # PPO-style clipped ratio, averaged over steps.
-    pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+    pg_loss = clipped_surrogate(adv, ratio, cfg.clip_coef)
 
     # KL to the frozen reference policy, k3 estimator: exp(d) - d - 1 >= 0 with d = ref - new.
     d = mb["ref_logprobs"] - new_logprob

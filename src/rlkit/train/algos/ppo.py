@@ -5,19 +5,14 @@ from __future__ import annotations
 import torch
 
 from rlkit.config import PPOConfig
+from rlkit.train.algos.clipped import clipped_surrogate, policy_ratio
 from rlkit.train.torch_model import ActorCritic
 
 
 def ppo_loss(model: ActorCritic, mb: dict[str, torch.Tensor], cfg: PPOConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     new_logprob, entropy = model.log_prob_entropy(mb["obs"], mb["actions"])
     new_value = model.value(mb["obs"])
-    logratio = new_logprob - mb["logprobs"]
-    ratio = logratio.exp()
-
-    with torch.no_grad():
-        # The low-variance KL estimator (ratio - 1) - log ratio.
-        approx_kl = ((ratio - 1) - logratio).mean()
-        clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+    ratio, approx_kl, clipfrac = policy_ratio(new_logprob, mb["logprobs"], cfg.clip_coef)
 
     adv = mb["advantages"]
     if cfg.norm_adv:
@@ -25,7 +20,7 @@ def ppo_loss(model: ActorCritic, mb: dict[str, torch.Tensor], cfg: PPOConfig) ->
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
 
     # Clipped surrogate objective.
-    pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+    pg_loss = clipped_surrogate(adv, ratio, cfg.clip_coef)
 
     if cfg.clip_vloss:
         # Value clipping around the rollout-time value estimate.
