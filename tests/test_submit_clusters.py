@@ -214,14 +214,23 @@ def test_one_of_three_clusters_down(trio: Trio) -> None:
 
 
 def test_teardown_refuses_while_rlkit_jobs_run_and_force_stops_them(trio: Trio) -> None:
-    result = submit(trio, "--cluster", "s-2", "--json", SLEEPER)
-    job_id = json.loads(result.stdout)[0]["submission_id"]
-    wait_for(job_id, ("RUNNING",))
+    # Long enough to be running at the teardown, and no checkpoint of its own until then.
+    result = submit(trio, "--cluster", "s-2", "--json", "--", "rlkit", "train", "configs/ppo_cartpole.yaml", *SMALL,
+                    "--set", "stop.total_steps=100000000")
+    job = json.loads(result.stdout)[0]
+    runs_dir = Path(job["runs_dir"])
+    deadline = time.monotonic() + 150
+    while not list(runs_dir.glob("*/metrics.jsonl")) and time.monotonic() < deadline:
+        time.sleep(1.0)
+    [run] = runs_dir.iterdir()
+    assert not list(run.glob("checkpoints/*.pt"))
     refused = run_rlkit("teardown", "s-2", "-y")
     assert refused.returncode == 2
-    assert f"rlkit jobs are running: s-2 runs {job_id}" in one_error_line(refused)
+    assert f"rlkit jobs are running: s-2 runs {job['submission_id']}" in one_error_line(refused)
     assert load_record("s-2") is not None
     forced = run_rlkit("teardown", "s-2", "-y", "--force")
     assert forced.returncode == 0, forced.stderr
-    assert f"s-2 job {job_id} stopped; stopped (" in forced.stdout
+    assert f"s-2 job {job['submission_id']} stopped; stopped (" in forced.stdout
     assert procs.find_processes(trio.records["s-2"].process_marker or "") == []
+    # Stopped as by Ctrl-C: rlkit train saved a checkpoint to resume from.
+    assert list(run.glob("checkpoints/*.pt"))

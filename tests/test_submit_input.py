@@ -70,6 +70,7 @@ def test_a_job_carries_rlkit_its_config_and_its_runs_dir(project: Path) -> None:
     # A cluster that is not on this machine: under the home of Ray's user there.
     assert job["runs_dir"] == "${HOME}/rlkit-runs/" + job["submission_id"]
     assert job["env_vars"]["RLKIT_RUNS_DIR"] == job["runs_dir"] and job["env_vars"]["SEED"] == "3"
+    assert job["env_vars"]["RAY_JOB_STOP_SIGNAL"] == "SIGINT"
     assert job["cpus"] == 1.0 and job["gpus"] is None
     config = json.loads(job["metadata"]["rlkit.config"])
     assert config["algo"]["lr"] == 1e-3 and config["stop"]["total_steps"] == 2048

@@ -18,7 +18,10 @@ def stop(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     timeout: float = typer.Option(3.0, "--timeout", help="Seconds to wait for each cluster's answer when looking."),
 ) -> int:
-    """Stop jobs: Ray sends them SIGTERM, then SIGKILL a few seconds later.
+    """Stop jobs: Ray interrupts them as Ctrl-C would (rlkit train saves a checkpoint first).
+
+    What still runs 30 s later is killed. Jobs that rlkit did not submit
+    get Ray's default: SIGTERM, and SIGKILL 3 s later.
 
     rlkit finds the cluster that runs each job; clusters are asked in
     parallel. Exit code 3 when some jobs could not be stopped.

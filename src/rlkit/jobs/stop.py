@@ -1,7 +1,8 @@
 """Stop jobs through the Job API and wait until Ray says they stopped.
 
-Ray sends the job's processes SIGTERM, then SIGKILL a few seconds later
-(``RAY_JOB_STOP_WAIT_TIME_S`` on the cluster, 3 s by default).
+Ray sends the job's processes SIGINT for jobs rlkit submitted (rlkit train
+saves a checkpoint then) and SIGKILL 30 s later; SIGTERM and SIGKILL 3 s
+later for others (``RAY_JOB_STOP_SIGNAL``, ``RAY_JOB_STOP_WAIT_TIME_S``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from rlkit.clusters.registry import get_cluster
 from rlkit.jobs.client import connect, one_line
 from rlkit.jobs.listing import ACTIVE, JobRecord
 
-WAIT_S = 20.0
+# Longer than the SIGKILL delay of rlkit's jobs.
+WAIT_S = 45.0
 
 
 @dataclass

@@ -27,6 +27,9 @@ from rlkit.jobs.client import connect, one_line
 from rlkit.jobs.spec import Job, JobSpec, prepare
 
 RUNS_DIR_ENV = "RLKIT_RUNS_DIR"
+# A stop interrupts the job as Ctrl-C would, so that rlkit train saves a
+# checkpoint to resume from, and leaves it that long before SIGKILL.
+STOP_ENV = {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "30"}
 DEFAULT_TIMEOUT_S = 60.0
 # Where runs land on a cluster that is not on this machine: the home of the
 # user Ray runs as, on the node that runs the job's driver (Ray expands
@@ -45,7 +48,7 @@ class Assignment:
 
     def env_vars(self) -> dict[str, str]:
         # Unbuffered, so that `--follow` shows lines as the job prints them.
-        return {"PYTHONUNBUFFERED": "1", RUNS_DIR_ENV: self.runs_dir, **self.job.spec.env}
+        return {"PYTHONUNBUFFERED": "1", **STOP_ENV, RUNS_DIR_ENV: self.runs_dir, **self.job.spec.env}
 
     def metadata(self) -> dict[str, str]:
         """Ray keeps this with the job: rlkit's tag, and the config it ran."""
