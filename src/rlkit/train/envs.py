@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Callable, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -101,10 +101,3 @@ def probe(cfg: EnvConfig, algo: str) -> EnvSpec:
         env.close()
     return EnvSpec(cfg.id, {DEFAULT_POLICY: spec}, max_steps)
 
-
-def spec_to_dict(spec: EnvSpec) -> dict[str, Any]:
-    return {
-        "env_id": spec.env_id,
-        "max_episode_steps": spec.max_episode_steps,
-        "policies": {k: vars(v) for k, v in spec.policies.items()},
-    }
