@@ -172,3 +172,26 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path: Path,
 
     [listed] = sweep_statuses()
     assert listed.state == "finished" and listed.path == str(sweep_dir) and listed.trials == {"TERMINATED": 4}
+
+
+def test_optuna_search_suggests_every_trial(ray_local, tmp_path: Path) -> None:
+    pytest.importorskip("optuna", reason="the optuna extra is not installed")
+    path = sweep_file(tmp_path, num_samples=2, max_concurrent_trials=1, search={"type": "optuna", "seed": 1},
+                      base_set={"stop.total_steps": 512, "stop.target_return": None},
+                      space={"algo.lr": {"loguniform": [1.0e-4, 3.0e-3]}, "algo.update_epochs": {"qrandint": [2, 8, 2]}})
+    result = run_sweep(load_sweep(path))
+    assert result.state == "finished" and len(result.trials) == 2
+    for trial in result.trials:
+        assert 1e-4 <= trial.params["algo.lr"] <= 3e-3 and trial.params["algo.update_epochs"] in (2, 4, 6, 8)
+
+
+def test_reaching_the_sweep_target_ends_the_sweep(ray_local, tmp_path: Path) -> None:
+    path = sweep_file(tmp_path, num_samples=3, max_concurrent_trials=1, stop={"target": 5.0},
+                      space={"algo.lr": {"loguniform": [3.0e-4, 3.0e-3]}})
+    result = run_sweep(load_sweep(path))
+    assert result.state == "finished"
+    [reached] = [t for t in result.trials if t.iterations]
+    assert reached.iterations == 1 and reached.metric is not None and reached.metric >= 5.0
+    assert result.best_trial == reached.trial_id
+    # The others never trained (Tune may not even have created them).
+    assert all(t.global_step == 0 for t in result.trials if t is not reached)

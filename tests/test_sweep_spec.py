@@ -111,3 +111,13 @@ def test_grid_entries_multiply_the_trials(tmp_path: Path) -> None:
     spec = load_sweep(write(tmp_path, "base: BASE\nnum_samples: 2\nspace:\n  seed: {grid: [1, 2, 3]}\n"
                                       "  algo.lr: {loguniform: [1.0e-4, 1.0e-2]}\n"))
     assert trial_count(spec) == 6
+
+
+def test_optuna_without_the_extra_says_how_to_get_it(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("optuna") is not None:
+        pytest.skip("optuna is installed")
+    with pytest.raises(ConfigError) as err:
+        load_sweep(write(tmp_path, "base: BASE\nsearch: {type: optuna}\nspace:\n  algo.lr: {loguniform: [1.0e-4, 1.0e-2]}\n"))
+    assert "search.type optuna needs the optuna package (pip install 'rlkit[optuna]')" in str(err.value)

@@ -1,4 +1,4 @@
-"""``rlkit status``: clusters and jobs (and later sweeps), live."""
+"""``rlkit status``: clusters, jobs and sweeps, live."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from rlkit.clusters.status import ClusterStatus, StatusReport
 
 _STATE_STYLE = {"UP": "green", "STARTING": "yellow", "STOPPED": "yellow"}
+_SWEEP_STYLE = {"running": "cyan", "finished": "green", "interrupted": "yellow", "unknown": "dim"}
+_TRIAL_WORD = {"TERMINATED": "done", "RUNNING": "running", "PENDING": "pending", "PAUSED": "paused", "ERROR": "failed"}
 _JOB_STYLE = {"SUCCEEDED": "green", "RUNNING": "cyan", "PENDING": "yellow", "STOPPED": "yellow"}
 
 
@@ -27,7 +29,7 @@ def status(
     timeout: float = typer.Option(3.0, "--timeout", help="Seconds to wait for each cluster's answer."),
     all_jobs: bool = typer.Option(False, "--all-jobs", help="List every job, not only those rlkit submitted."),
 ) -> int:
-    """Show every registered cluster: state, nodes, CPUs and GPUs used/total, Ray version, token auth; then their jobs.
+    """Show every registered cluster: state, nodes, CPUs and GPUs used/total, Ray version, token auth; then their jobs and the sweeps rlkit knows of.
 
     Clusters are asked in parallel: a dead one costs at most --timeout.
     Exit code 0 when all shown clusters are UP, 1 when none is (2 when the
@@ -64,8 +66,10 @@ def render(report: StatusReport) -> RenderableType:
     from rlkit.clusters import paths
 
     if not report.clusters:
-        return f"No clusters in {paths.address_file()}. Start one with `rlkit launch local`."
-    return Group(_clusters_table(report.clusters), *_notes(report.clusters), *_jobs_section(report))
+        return Group(f"No clusters in {paths.address_file()}. Start one with `rlkit launch local`.",
+                     *_sweeps_section(report))
+    return Group(_clusters_table(report.clusters), *_notes(report.clusters), *_jobs_section(report),
+                 *_sweeps_section(report))
 
 
 def _clusters_table(statuses: list[ClusterStatus]) -> RenderableType:
@@ -116,6 +120,30 @@ def _jobs_section(report: StatusReport) -> list[RenderableType]:
                       # Cut short at the edge of the screen rather than wrapped.
                       Text(job.entrypoint, no_wrap=True, overflow="ellipsis"))
     return [Text(""), table, *notes]
+
+
+def _sweeps_section(report: StatusReport) -> list[RenderableType]:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    if not report.sweeps:
+        return []
+    table = Table(title="Sweeps", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                  show_edge=False, padding=(0, 1, 0, 0))
+    rows = []
+    for s in report.sweeps:
+        trials = " ".join(f"{n} {_TRIAL_WORD.get(state, state.lower())}" for state, n in sorted(s.trials.items()))
+        best = "-" if s.best_metric is None else f"{s.best_metric:.4g} ({s.best_trial})"
+        rows.append((s.name, s.cluster, s.state, trials or "-", best, s.started.replace("T", " ")[5:16]))
+    for i, column in enumerate(("NAME", "CLUSTER", "STATE", "TRIALS", "BEST", "STARTED")):
+        # On a narrow terminal the path gives way, not these.
+        table.add_column(column, no_wrap=True, min_width=max(len(column), *(len(r[i]) for r in rows)))
+    table.add_column("PATH", no_wrap=True, overflow="ellipsis")
+    for row, sweep in zip(rows, report.sweeps):
+        state = f"[{_SWEEP_STYLE.get(row[2], 'red')}]{row[2]}[/]"
+        table.add_row(*row[:2], state, *row[3:], sweep.path)
+    return [Text(""), table]
 
 
 def _clock(epoch: float | None) -> str:

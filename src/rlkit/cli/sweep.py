@@ -82,7 +82,8 @@ def _run_local(spec: Any, resume: Path | None, dry_run: bool, quiet: bool, json_
         else:
             output.console.print(render_plan(plan))
         return 0
-    live = None if quiet else Live(console=output.err_console, auto_refresh=False, transient=False)
+    # Transient: the summary table that follows replaces it.
+    live = None if quiet else Live(console=output.err_console, auto_refresh=False, transient=True)
 
     def show(progress: SweepProgress) -> None:
         if live is not None:
@@ -107,7 +108,10 @@ def report(result: SweepResult, json_: bool) -> int:
     if json_:
         output.print_json(result.to_dict())
     else:
-        output.console.print(render_result(result))
+        table, lines = render_result(result)
+        output.console.print(table)
+        for line in lines:
+            output.console.print(line, markup=False, highlight=False, soft_wrap=True)
     if result.state == "interrupted":
         output.note(f"interrupted: continue with rlkit sweep --resume {result.path}")
         return 130
@@ -148,24 +152,35 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def _short(keys: list[str]) -> dict[str, str]:
+    """Column headers: a key's last part (algo.lr -> lr) unless two keys share it."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (tail if last.count(tail) == 1 else k) for k, tail in zip(keys, last)}
+
+
 def _trials_table(rows: list[Any], metric: str, keys: list[str], title: str, notes: bool = False) -> RenderableType:
     from rich import box
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
                   show_edge=False, padding=(0, 1, 0, 0))
-    for column in ("TRIAL", "STATE", "ITER", "STEPS", metric.upper(), *keys, "FAIL"):
-        table.add_column(column, no_wrap=True, justify="right" if column in ("ITER", "STEPS", "FAIL") else "left")
-    if notes:
-        table.add_column("NOTE")
+    cells = []
     for row in rows:
-        status = row.status
-        cells = [row.trial_id, f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]",
-                 str(getattr(row, "iteration", getattr(row, "iterations", 0))), f"{row.global_step:,}",
-                 _fmt(row.metric), *(_fmt(row.params.get(k)) for k in keys), str(row.failures)]
-        if notes:
-            cells.append(_note(row))
-        table.add_row(*cells)
+        iteration = getattr(row, "iteration", None)
+        cells.append([row.trial_id, row.status, str(row.iterations if iteration is None else iteration),
+                      f"{row.global_step:,}", _fmt(row.metric), *(_fmt(row.params.get(k)) for k in keys),
+                      str(row.failures)] + ([_note(row)] if notes else []))
+    headers = ["TRIAL", "STATE", "ITER", "STEPS", metric.rsplit("/", 1)[-1].upper(), *_short(keys).values(), "FAIL"]
+    for i, header in enumerate(headers):
+        # The trial, its state and its score never give way on a narrow terminal.
+        fixed = max([len(header), *(len(c[i]) for c in cells)]) if i < 5 else None
+        table.add_column(header, no_wrap=True, min_width=fixed, justify="right" if header in ("ITER", "STEPS", "FAIL") else "left")
+    if notes:
+        table.add_column("NOTE", overflow="fold")
+    for row_cells in cells:
+        status = row_cells[1]
+        row_cells[1] = f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
+        table.add_row(*row_cells)
     return table
 
 
@@ -195,20 +210,18 @@ def render_progress(progress: SweepProgress) -> RenderableType:
     return _trials_table(progress.trials, progress.metric, _keys(progress.trials), title)
 
 
-def render_result(result: SweepResult) -> RenderableType:
-    from rich.console import Group
-    from rich.text import Text
-
+def render_result(result: SweepResult) -> tuple[RenderableType, list[str]]:
+    """The trials table, and the lines after it (paths: printed unwrapped, to copy)."""
     title = f"sweep {result.name} {result.state} in {result.wall_s:.0f} s: {_counts(result.counts())}"
-    parts: list[RenderableType] = [_trials_table(result.trials, result.metric, _keys(result.trials), title, notes=True)]
+    lines = []
     if result.best_trial is not None:
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in result.best_params.items())
-        parts.append(Text.assemble(("best ", "bold"), f"{result.best_trial}: {result.metric} = {_fmt(result.best_metric)}",
-                                   f" ({params})" if params else ""))
-        parts.append(Text(f"best config: {result.best_config}   (rlkit train {result.best_config})"))
-        parts.append(Text(f"checkpoint:  {result.best_checkpoint or '-'}   (rlkit eval CHECKPOINT)"))
-    parts.append(Text(f"sweep:       {result.path}   (tensorboard --logdir {result.path})"))
-    return Group(*parts)
+        lines.append(f"best {result.best_trial}: {result.metric} = {_fmt(result.best_metric)}"
+                     + (f" ({params})" if params else ""))
+        lines.append(f"best config: {result.best_config}   (rlkit train {result.best_config})")
+        lines.append(f"checkpoint:  {result.best_checkpoint or '-'}   (rlkit eval CHECKPOINT)")
+    lines.append(f"sweep:       {result.path}   (tensorboard --logdir {result.path})")
+    return _trials_table(result.trials, result.metric, _keys(result.trials), title, notes=True), lines
 
 
 def render_plan(plan: SweepPlan) -> RenderableType:

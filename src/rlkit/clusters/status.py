@@ -9,13 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlkit.clusters import dashboard
 from rlkit.clusters.parallel import run_parallel
 from rlkit.clusters.registry import Cluster, select_clusters
 from rlkit.errors import BadInputError
 from rlkit.jobs.listing import JobRecord, list_jobs
+
+if TYPE_CHECKING:
+    from rlkit.sweep.records import SweepStatus
 
 UP = "UP"
 STARTING = "STARTING"
@@ -61,10 +64,11 @@ class StatusReport:
     clusters: list[ClusterStatus] = field(default_factory=list)
     jobs: list[JobRecord] = field(default_factory=list)
     job_errors: dict[str, str] = field(default_factory=dict)
+    sweeps: list[SweepStatus] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"clusters": [asdict(c) for c in self.clusters], "jobs": [asdict(j) for j in self.jobs],
-                "job_errors": self.job_errors}
+                "job_errors": self.job_errors, "sweeps": [asdict(s) for s in self.sweeps]}
 
 
 def probe(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> ClusterStatus:
@@ -167,4 +171,12 @@ def collect_status(names: Iterable[str] | None = None, timeout: float = DEFAULT_
     statuses = cluster_statuses(clusters, timeout)
     up = [c for c, s in zip(clusters, statuses) if s.is_up]
     jobs = list_jobs(up, all_jobs=all_jobs, timeout=timeout)
-    return StatusReport(clusters=statuses, jobs=jobs.jobs, job_errors=jobs.errors)
+    return StatusReport(clusters=statuses, jobs=jobs.jobs, job_errors=jobs.errors, sweeps=_sweeps(names, jobs.jobs))
+
+
+def _sweeps(names: Iterable[str] | None, jobs: list[JobRecord]) -> list[SweepStatus]:
+    """The sweeps rlkit knows of (on the named clusters only, when named);
+    read from their directories, and from their jobs where those are remote."""
+    from rlkit.sweep.records import sweep_statuses
+
+    return sweep_statuses(None if names is None else list(names), {j.id: j.status for j in jobs})

@@ -36,6 +36,16 @@ def trial_row(trial: Any, metric: str) -> TrialRow:
     )
 
 
+def saved_rows(sweep_dir: Path, metric: str) -> list[TrialRow]:
+    """The trials as Tune's last saved experiment state has them: what a resume
+    starts from. After Ctrl-C Tune marks the trials it stopped as terminated
+    in memory, but saved them as they were (running, pending)."""
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(str(sweep_dir)).trials
+    return sorted((trial_row(t, metric) for t in trials), key=lambda r: r.trial_id)
+
+
 class Tracker:
     def __init__(self, progress: SweepProgress, on_progress: Callable[[SweepProgress], None] | None = None) -> None:
         self.progress = progress

@@ -122,6 +122,14 @@ def _driver_alive(record: SweepRecord, job_states: dict[str, str]) -> bool | Non
     return start_ticks(record.pid) == record.pid_start
 
 
+def live_driver(sweep_dir: Path) -> int | None:
+    """The pid of a driver on this machine that still runs the sweep in ``sweep_dir``."""
+    for record in list_records():
+        if Path(record.path) == sweep_dir and record.job_id is None and _driver_alive(record, {}):
+            return record.pid
+    return None
+
+
 def sweep_status(record: SweepRecord, job_states: dict[str, str] | None = None) -> SweepStatus:
     """``job_states`` maps submission ids to Ray job states, for sweeps sent to clusters."""
     job_states = job_states or {}

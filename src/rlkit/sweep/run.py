@@ -21,7 +21,7 @@ from typing import Any
 
 from rlkit.errors import BadInputError, ConfigError
 from rlkit.sweep import records, tuning
-from rlkit.sweep.progress import Tracker, tracking
+from rlkit.sweep.progress import Tracker, saved_rows, tracking
 from rlkit.sweep.state import FAILED, FINISHED, INTERRUPTED, SweepProgress, TrialRow
 from rlkit.sweep.spec import SweepSpec, build_spec
 from rlkit.sweep.trial import read_events
@@ -172,6 +172,10 @@ def resume_sweep(
 
     sweep_dir = sweep_dir.expanduser().resolve()
     spec = load_sweep_dir(sweep_dir)
+    pid = records.live_driver(sweep_dir)
+    if pid is not None:
+        raise BadInputError(f"{sweep_dir}: its driver (pid {pid}) is still running it",
+                            "wait for it, or stop it (Ctrl-C) before resuming")
     if not Tuner.can_restore(str(sweep_dir)):
         raise BadInputError(f"{sweep_dir}: Tune saved no state there yet, so there is nothing to resume",
                             f"start it again with rlkit sweep {sweep_dir / SPEC_FILE}")
@@ -271,14 +275,20 @@ def _drive(spec: SweepSpec, sweep_dir: Path, on_progress: Callable[[SweepProgres
     except BaseException:
         tracker.finish(INTERRUPTED)
         raise
+    progress.trials = saved_rows(sweep_dir, spec.file.metric)
     result = summarize(spec, sweep_dir, progress.trials, time.monotonic() - started)
     tracker.finish(result.state)
     return result
 
 
 def _state(rows: list[TrialRow], spec: SweepSpec, wall_s: float) -> str:
-    budget = spec.file.stop.time_budget_s
-    if any(r.status not in _DONE for r in rows) and not (budget and wall_s >= budget):
+    stop = spec.file.stop
+    sign = 1.0 if spec.file.mode == "max" else -1.0
+    # The sweep's own stop conditions leave trials unfinished on purpose.
+    stopped = ((stop.time_budget_s is not None and wall_s >= stop.time_budget_s)
+               or (stop.target is not None
+                   and any(r.metric is not None and sign * (r.metric - stop.target) >= 0 for r in rows)))
+    if any(r.status not in _DONE for r in rows) and not stopped:
         return INTERRUPTED
     if not any(r.status == "TERMINATED" and r.metric is not None for r in rows):
         return FAILED
