@@ -123,6 +123,8 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="a second node with its own mounts needs root and unshare")
 def test_storage_only_on_the_head_is_refused_with_the_fix(lab: Lab, tmp_path: Path) -> None:
     hidden = tmp_path / "head-only"
     hidden.mkdir()
