@@ -277,6 +277,13 @@ def start_host(host: dict, state: dict) -> None:
 
     home = state["home"]
     mounts = " && ".join(f"mount -t tmpfs -o mode={'1777' if d == '/tmp' else '0755'} tmpfs {d}" for d in PRIVATE_DIRS)
+    # A Python environment under a private dir (a checkout in /tmp, say) would
+    # vanish behind the tmpfs: park it on a bind mount and put it back.
+    env_root = Path(state["path_prepend"]).parent
+    if any(env_root.is_relative_to(d) for d in PRIVATE_DIRS):
+        (hdir / "env").mkdir()
+        mounts = (f"mount --bind {env_root} {hdir}/env && {mounts} && "
+                  f"mkdir -p {env_root} && mount --bind {hdir}/env {env_root}")
     script = (
         f"set -e; {mounts} && mkdir -m 0755 /run/sshd && "
         f"mount -t overlay overlay -o lowerdir={home},upperdir={hdir}/home-upper,workdir={hdir}/home-work {home} && "
@@ -292,6 +299,10 @@ def start_host(host: dict, state: dict) -> None:
                 "unshare",
                 "--pid",
                 "--mount",
+                # Private propagation keeps the host's mounts (the parked env
+                # above) out of the machine's namespace, where stop deletes dirs.
+                "--propagation",
+                "private",
                 "--fork",
                 "--mount-proc",
                 "--kill-child=SIGKILL",

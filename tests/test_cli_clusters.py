@@ -151,8 +151,8 @@ def test_status_watch_refreshes_until_ctrl_c() -> None:
         [RLKIT, "status", "--watch", "--interval", "0.2", "--timeout", "0.5"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    time.sleep(3)
+    time.sleep(5)
     watch.send_signal(signal.SIGINT)
-    out, err = watch.communicate(timeout=20)
+    out, err = watch.communicate(timeout=60)
     assert watch.returncode == 0, err
     assert "hand" in out and "UNREACHABLE" in out
