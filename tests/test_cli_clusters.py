@@ -150,6 +150,9 @@ def test_status_watch_refreshes_until_ctrl_c() -> None:
     watch = subprocess.Popen(
         [RLKIT, "status", "--watch", "--interval", "0.2", "--timeout", "0.5"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As at a terminal, whatever this runner's own SIGINT disposition is
+        # (a background job starts with SIGINT ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(5)
     watch.send_signal(signal.SIGINT)

@@ -68,6 +68,8 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path, ray_tmpdir:
          "--set", f"runs_dir={tmp_path}", "--set", "stop.total_steps=10000000", "--set", "stop.target_return=null"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env(ray_tmpdir),
         start_new_session=True,
+        # As at a terminal, whatever this runner's own SIGINT disposition is.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         metrics_files: list[Path] = []
