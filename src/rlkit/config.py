@@ -168,17 +168,26 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a raw config mapping, making sections on the way."""
+    keys = dotted.split(".")
+    node = data
+    for i, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(keys[: i + 1])} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``--set`` overrides to a raw config mapping (validation comes after)."""
     for item in overrides:
         keys, value = parse_override(item)
-        node = data
-        for i, key in enumerate(keys[:-1]):
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item}: {'.'.join(keys[: i + 1])} is not a section")
-            node = child
-        node[keys[-1]] = value
+        try:
+            set_key(data, ".".join(keys), value)
+        except ConfigError as err:
+            raise ConfigError(f"--set {item}: {err}") from None
     return data
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rlkit.config import TrainConfig, apply_overrides, describe_validation_error, load_yaml
+from rlkit.config import TrainConfig, apply_overrides, describe_validation_error, load_yaml, set_key
 from rlkit.errors import ConfigError
 
 CONTINUOUS = ("uniform", "quniform", "loguniform", "qloguniform")
@@ -289,18 +289,6 @@ class SweepSpec(BaseModel):
         if self.file.scheduler.mutations:
             data["scheduler"]["mutations"] = {k: d.to_yaml() for k, d in self.file.scheduler.mutations.items()}
         return yaml.safe_dump({"name": self.name, **data}, sort_keys=False)
-
-
-def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``a.b.c`` in a raw config mapping to an already typed value."""
-    keys = dotted.split(".")
-    node = data
-    for i, key in enumerate(keys[:-1]):
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(keys[: i + 1])} is not a section")
-        node = child
-    node[keys[-1]] = value
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
