@@ -1,11 +1,12 @@
 """The env-step ceiling: rlkit's default rollout layout stepping CartPole-v1 with no learning.
 
-Two processes (rollout.num_workers) each step a gymnasium SyncVectorEnv of
-8 envs (rollout.envs_per_worker) with SAME_STEP autoreset, as
-rlkit.train.rollout.RolloutWorker does, taking random actions sampled in
-numpy. The ceiling is the total env steps/s of both processes together.
+Each process (rollout.num_workers of them) steps the vector env that
+rlkit.train.rollout.RolloutWorker builds (rlkit.train.envs.make_vector_env:
+gymnasium's batched CartPole, NEXT_STEP autoreset) with
+rollout.envs_per_worker copies, taking random actions sampled in numpy. The
+ceiling is the total env steps/s of all processes together.
 
-    python scripts/bench/ceiling.py [--seconds 3] [--repeats 3]
+    python scripts/bench/ceiling.py [--seconds 3] [--repeats 3] [--config configs/ppo_cartpole.yaml]
 """
 
 from __future__ import annotations
@@ -14,15 +15,19 @@ import argparse
 import multiprocessing as mp
 import statistics
 import time
+from pathlib import Path
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "ppo_cartpole.yaml"
 
 
 def _stepper(env_id: str, n_envs: int, seconds: float, seed: int, start, out) -> None:
-    import gymnasium as gym
     import numpy as np
-    from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-    vec = SyncVectorEnv([lambda: gym.make(env_id)] * n_envs, autoreset_mode=AutoresetMode.SAME_STEP)
-    vec.reset(seed=[seed + j for j in range(n_envs)])
+    from rlkit.config import EnvConfig
+    from rlkit.train.envs import make_vector_env
+
+    vec = make_vector_env(EnvConfig(id=env_id), n_envs)
+    vec.reset(seed=seed)
     rng = np.random.default_rng(seed)
     n_actions = int(vec.single_action_space.n)
     for _ in range(200):  # warm-up
@@ -54,14 +59,21 @@ def ceiling(repeats: int = 3, **kwargs) -> dict[str, object]:
     return {"median_sps": statistics.median(runs), "runs_sps": runs, **kwargs}
 
 
+def layout(config: str, overrides: list[str]) -> dict[str, object]:
+    """The env id and rollout layout of an rlkit config: what the ceiling steps."""
+    from rlkit.config import load_train_config
+
+    cfg = load_train_config(Path(config), overrides)
+    return {"env_id": cfg.env.id, "procs": cfg.rollout.num_workers, "n_envs": cfg.rollout.envs_per_worker}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--procs", type=int, default=2)
-    p.add_argument("--envs", type=int, default=8)
+    p.add_argument("--config", default=str(CONFIG), help="the rlkit config whose layout is stepped")
     a = p.parse_args()
-    result = ceiling(a.repeats, procs=a.procs, n_envs=a.envs, seconds=a.seconds)
+    result = ceiling(a.repeats, seconds=a.seconds, **layout(a.config, []))
     print(f"ceiling: {result['median_sps']:,.0f} env steps/s (median of "
           + ", ".join(f"{r:,.0f}" for r in result["runs_sps"]) + ")")
 

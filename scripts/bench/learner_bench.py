@@ -41,6 +41,7 @@ def fragments(n_frag: int, T: int, N: int, obs_dim: int, seed: int = 0) -> list:
             "rewards": np.ones((T, N), np.float32),
             "dones": (rng.random((T, N)) < 0.01).astype(np.float32),  # episodes of ~100 steps
             "bootstrap": np.zeros((T, N), np.float32),
+            "valid": np.ones((T, N), np.float32),
             "last_value": rng.standard_normal(N, dtype=np.float32),
         }
         out.append(Fragment(i, 0, T * N, {DEFAULT_POLICY: batch}))

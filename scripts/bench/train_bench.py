@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchlib import ProcWatch, parse_events
-from ceiling import ceiling
+from ceiling import ceiling, layout
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -64,10 +64,12 @@ class Run:
 # ------------------------------------------------------------ the frameworks
 
 def rlkit_cmd(args: argparse.Namespace, seed: int, tmp: Path) -> list[str]:
-    cmd = [args.rlkit, "train", str(CONFIG), "--json", "--quiet",
+    cmd = [args.rlkit, "train", args.rlkit_config, "--json", "--quiet",
            "--set", f"seed={seed}", "--set", f"runs_dir={tmp}"]
     if args.budget_steps:
         cmd += ["--set", f"stop.total_steps={args.budget_steps}"]
+    for item in args.rlkit_set:
+        cmd += ["--set", item]
     return cmd
 
 
@@ -306,6 +308,9 @@ def main() -> None:
     p.add_argument("--ceiling-seconds", type=float, default=3.0, help="0 skips the ceiling")
     p.add_argument("--peer-python", default=str(HERE / ".venv" / "bin" / "python"))
     p.add_argument("--rlkit", default=str(Path(sys.executable).parent / "rlkit"))
+    p.add_argument("--rlkit-config", default=str(CONFIG), help="rlkit's config (default: the shipped default)")
+    p.add_argument("--rlkit-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for rlkit's config (repeatable), to compare settings")
     p.add_argument("--logs", default=None, help="folder for each child's stderr (default: a temp folder)")
     p.add_argument("--json", default=None, help="write every raw number here")
     args = p.parse_args()
@@ -317,7 +322,8 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
 
     started = time.time()
-    ceil = ceiling(3, seconds=args.ceiling_seconds) if args.ceiling_seconds > 0 else None
+    ceil = (ceiling(3, seconds=args.ceiling_seconds, **layout(args.rlkit_config, args.rlkit_set))
+            if args.ceiling_seconds > 0 else None)
     if ceil:
         print(f"ceiling: {ceil['median_sps']:,.0f} env steps/s", file=sys.stderr)
     runs: list[Run] = []

@@ -29,6 +29,9 @@ class EnvConfig(_Strict):
     clip_obs: float = Field(10.0, gt=0)
     reward_scale: float = Field(1.0, gt=0)
     """Rewards are multiplied by this for learning; reported returns stay raw."""
+    vectorization: Literal["auto", "sync"] = "auto"
+    """auto: the environment's own batched implementation where gymnasium registers
+    one (CartPole-v1 steps all its copies in one numpy call); sync: one env object per copy."""
 
 
 class RolloutConfig(_Strict):

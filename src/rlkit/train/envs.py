@@ -8,11 +8,13 @@ will name one spec per policy.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass
 from typing import Callable, Literal
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
 from rlkit.config import EnvConfig
 from rlkit.errors import ConfigError
@@ -86,9 +88,28 @@ def make_env(cfg: EnvConfig) -> gym.Env:
 
 
 def env_factory(cfg: EnvConfig) -> Callable[[], gym.Env]:
-    """A picklable-by-value factory for vector envs inside rollout actors."""
-    env_id, kwargs = cfg.id, dict(cfg.kwargs)
-    return lambda: gym.make(env_id, **kwargs)
+    """A picklable factory, so vector envs built from it pickle whole (checkpoints)."""
+    return functools.partial(gym.make, cfg.id, **cfg.kwargs)
+
+
+def make_vector_env(cfg: EnvConfig, num_envs: int) -> VectorEnv:
+    """``num_envs`` copies of the environment behind one vector env, with NEXT_STEP autoreset.
+
+    NEXT_STEP: the step after an episode ends returns the new episode's first
+    observation and ignores its action; that is gymnasium's batched envs'
+    own mode, so one rollout loop serves both implementations.
+    """
+    spec = gym.spec(cfg.id)
+    if cfg.vectorization == "auto" and spec.vector_entry_point is not None:
+        try:
+            vec = gym.make_vec(cfg.id, num_envs=num_envs, vectorization_mode="vector_entry_point", **cfg.kwargs)
+        except TypeError:  # a keyword only the single-env class (or gym.make) takes
+            vec = None
+        if vec is not None and vec.metadata.get("autoreset_mode") == AutoresetMode.NEXT_STEP:
+            return vec
+        if vec is not None:
+            vec.close()
+    return SyncVectorEnv([env_factory(cfg)] * num_envs, autoreset_mode=AutoresetMode.NEXT_STEP)
 
 
 def probe(cfg: EnvConfig, algo: str) -> EnvSpec:

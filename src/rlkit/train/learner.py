@@ -63,8 +63,10 @@ class Learner:
                     "obs": b["obs"], "actions": b["actions"], "logprobs": b["logprobs"],
                     "values": b["values"], "advantages": adv, "returns": ret,
                 }
-                # Flatten [T, N, ...] to [T*N, ...] rows.
-                parts.append({k: v.reshape(-1, *v.shape[2:]) for k, v in time_major.items()})
+                # Flatten [T, N, ...] to [T*N, ...] rows, keeping real transitions only
+                # (autoreset rows carry no experience).
+                keep = b["valid"].reshape(-1) > 0
+                parts.append({k: v.reshape(-1, *v.shape[2:])[keep] for k, v in time_major.items()})
             else:
                 # Every step of an episode carries that episode's group-relative advantage.
                 ep_adv = group_advantages(b["episode_returns"], b["episode_groups"])

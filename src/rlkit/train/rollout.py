@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from rlkit.config import GRPOConfig, TrainConfig
-from rlkit.train.envs import DEFAULT_POLICY, EnvSpec, env_factory
+from rlkit.train.envs import DEFAULT_POLICY, EnvSpec, env_factory, make_vector_env
 from rlkit.train.normalize import RunningMeanStd
 from rlkit.train.policies import NumpyPolicy
 
@@ -64,16 +63,16 @@ class RolloutWorker:
         self.version = -1
         self.obs_norm: RunningMeanStd | None = None
         n = config.rollout.envs_per_worker
-        make = env_factory(config.env)
         if self.grpo:
+            make = env_factory(config.env)
             self.env_list = [make() for _ in range(n)]
         else:
-            # SAME_STEP autoreset: a finished episode's last observation comes
-            # back in info["final_obs"], which the truncation bootstrap needs.
-            self.vec = SyncVectorEnv([make] * n, autoreset_mode=AutoresetMode.SAME_STEP)
-            self.obs, _ = self.vec.reset(seed=[seed + j for j in range(n)])
+            self.vec = make_vector_env(config.env, n)
+            self.obs, _ = self.vec.reset(seed=seed)
             self.ep_return = np.zeros(n)
             self.ep_length = np.zeros(n, dtype=np.int64)
+            # Envs whose episode ended on the last step: their next step is a reset.
+            self.resetting = np.zeros(n, dtype=bool)
 
     def _sync(self, box: list[Any], version: int) -> None:
         # The ref travels inside a list so Ray does not fetch it on every call:
@@ -107,32 +106,38 @@ class RolloutWorker:
         logprobs, values, rewards = (np.empty((T, N), np.float32) for _ in range(3))
         dones = np.empty((T, N), np.float32)
         bootstrap = np.zeros((T, N), np.float32)
+        valid = np.empty((T, N), np.float32)
         returns, lengths = [], []
         for t in range(T):
             raw_obs[t] = self.obs
             obs[t] = self._normalize(self.obs)
             actions[t], logprobs[t], values[t] = self.policy.act(obs[t], self.rng)
-            self.obs, reward, terminated, truncated, info = self.vec.step(self.policy.env_actions(actions[t]))
+            self.obs, reward, terminated, truncated, _ = self.vec.step(self.policy.env_actions(actions[t]))
+            # NEXT_STEP autoreset: an env that finished on the previous step
+            # ignored this action and returned its first observation; that
+            # row is no transition and is masked out of learning.
+            valid[t] = ~self.resetting
             rewards[t] = reward * scale
-            dones[t] = terminated | truncated
+            done = terminated | truncated
+            dones[t] = done
             # Time-limit truncation is not termination: bootstrap from the value
-            # of the final observation instead of treating it as zero.
+            # of the final observation (the one just returned) instead of zero.
             cut = np.flatnonzero(truncated & ~terminated)
             if len(cut):
-                final = np.stack([info["final_obs"][i] for i in cut])
-                bootstrap[t, cut] = self.policy.value(self._normalize(final))
+                bootstrap[t, cut] = self.policy.value(self._normalize(self.obs[cut]))
             self.ep_return += reward
-            self.ep_length += 1
-            for i in np.flatnonzero(dones[t]):
+            self.ep_length += ~self.resetting
+            for i in np.flatnonzero(done):
                 returns.append(float(self.ep_return[i]))
                 lengths.append(int(self.ep_length[i]))
                 self.ep_return[i], self.ep_length[i] = 0.0, 0
+            self.resetting = done
         batch = {
             "obs": obs, "actions": actions, "logprobs": logprobs, "values": values,
-            "rewards": rewards, "dones": dones, "bootstrap": bootstrap,
+            "rewards": rewards, "dones": dones, "bootstrap": bootstrap, "valid": valid,
             "last_value": self.policy.value(self._normalize(self.obs)),
         }
-        return Fragment(self.worker_index, self.version, T * N, {DEFAULT_POLICY: batch},
+        return Fragment(self.worker_index, self.version, int(valid.sum()), {DEFAULT_POLICY: batch},
                         returns, lengths, self._stats(raw_obs), peak_rss_mb())
 
     def sample_groups(self, box: list[Any], version: int) -> Fragment:
@@ -172,22 +177,20 @@ class RolloutWorker:
                         [float(r) for r in ep_return], lengths, self._stats(raw_obs), peak_rss_mb())
 
     def get_state(self) -> bytes | None:
-        """Environment and RNG state for an exact resume; None if the envs cannot be pickled."""
-        envs = self.env_list if self.grpo else self.vec.envs
-        extra = None if self.grpo else (self.obs, self.ep_return, self.ep_length)
+        """Environment, episode and RNG state for an exact resume; None if the envs cannot be pickled."""
+        envs = self.env_list if self.grpo else (self.vec, self.obs, self.ep_return, self.ep_length, self.resetting)
         try:
-            return pickle.dumps((envs, extra, self.rng.bit_generator.state))
+            return pickle.dumps((envs, self.rng.bit_generator.state))
         except Exception:  # an env holding a handle that cannot be pickled
             return None
 
     def set_state(self, state: bytes) -> None:
-        envs, extra, rng_state = pickle.loads(state)
+        envs, rng_state = pickle.loads(state)
         self.rng.bit_generator.state = rng_state
         if self.grpo:
             self.env_list = envs
-            return
-        self.vec = SyncVectorEnv([(lambda e=e: e) for e in envs], autoreset_mode=AutoresetMode.SAME_STEP)
-        self.obs, self.ep_return, self.ep_length = extra
+        else:
+            self.vec, self.obs, self.ep_return, self.ep_length, self.resetting = envs
 
     def ping(self) -> int:
         return self.worker_index

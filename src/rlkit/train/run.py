@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from rlkit.config import TrainConfig
 from rlkit.errors import BadInputError
 from rlkit.train import checkpoint as ckpt
-from rlkit.train.envs import probe
+from rlkit.train.envs import EnvSpec, probe
 from rlkit.train.rollout import peak_rss_mb
 
 
@@ -69,10 +69,6 @@ def train(
         from rlkit.train.learner import resolve_device
 
         resolve_device(config.device)
-    # torch and TensorBoard take seconds to import, mostly in C code, while
-    # ray.init mostly waits for its processes: do both at once.
-    preload = threading.Thread(target=_import_learner_stack, daemon=True)
-    preload.start()
     state = None
     if resume is not None:
         run_dir = resume
@@ -81,13 +77,18 @@ def train(
     else:
         run_dir = ckpt.new_run_dir(config)
 
+    # Importing torch and building the learner take seconds, mostly in C code,
+    # while ray.init mostly waits for its processes: do both at once. Ray is
+    # imported first, as both imports would otherwise queue on the GIL.
+    import ray  # noqa: F401
+
+    learner = _Background(lambda: _build_learner(config, spec))
     with ray_session(address):
         _check_resources(config)
-        preload.join()
         from rlkit.train.runlog import RunLog
         from rlkit.train.trainer import Trainer
 
-        trainer = Trainer(config, spec)
+        trainer = Trainer(config, spec, get_learner=learner.result)
         log: RunLog | None = None
         try:
             if state is not None:
@@ -125,10 +126,35 @@ def train(
     return summary
 
 
-def _import_learner_stack() -> None:
-    import torch.utils.tensorboard  # noqa: F401
+class _Background:
+    """Runs ``fn`` on a daemon thread; ``result()`` waits and re-raises what it raised."""
 
-    import rlkit.train.trainer  # noqa: F401
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn = fn
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as err:  # handed to the caller of result()
+            self._error = err
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _build_learner(config: TrainConfig, spec: EnvSpec):
+    import torch.utils.tensorboard  # noqa: F401  (RunLog's import, paid here)
+
+    from rlkit.train.learner import Learner, resolve_device
+
+    return Learner(config, spec, resolve_device(config.device))
 
 
 def _save(run_dir: Path, trainer, config: TrainConfig) -> Path:

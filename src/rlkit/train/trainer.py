@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import ray
@@ -23,11 +23,13 @@ ROLLING_EPISODES = 100
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, spec: EnvSpec, placement: Any = None) -> None:
+    def __init__(self, config: TrainConfig, spec: EnvSpec, placement: Any = None,
+                 get_learner: Callable[[], Learner] | None = None) -> None:
+        """``get_learner`` hands over a learner built elsewhere (``rlkit train`` builds it while Ray starts)."""
         self.cfg = config
-        # Actors first: their processes start while the learner is built.
+        # Actors first: their processes start while the learner is built or awaited.
         self.pool = WorkerPool(config, spec, placement)
-        self.learner = Learner(config, spec, resolve_device(config.device))
+        self.learner = get_learner() if get_learner else Learner(config, spec, resolve_device(config.device))
         self.global_step = 0
         self.episodes = 0
         self.dropped = 0

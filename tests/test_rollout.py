@@ -1,0 +1,72 @@
+"""What a rollout actor hands the learner: autoreset rows masked, truncations bootstrapped.
+
+RolloutWorker is a plain class; these tests run it in-process (no Ray) on
+CartPole cut to 5-step episodes, which no random policy can fail sooner.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rlkit.train.envs import DEFAULT_POLICY, probe
+from rlkit.train.learner import Learner
+from rlkit.train.rollout import RolloutWorker
+from tests.conftest import CONFIGS
+
+EPISODE = 5
+
+
+def worker_and_learner(vectorization: str, envs: int, length: int):
+    from rlkit.config import load_train_config
+
+    cfg = load_train_config(CONFIGS / "ppo_cartpole.yaml", [
+        f"env.vectorization={vectorization}", f"rollout.envs_per_worker={envs}",
+        f"rollout.fragment_length={length}",
+    ])
+    cfg.env.kwargs = {"max_episode_steps": EPISODE}
+    spec = probe(cfg.env, "ppo")
+    learner = Learner(cfg, spec, torch.device("cpu"))
+    worker = RolloutWorker(cfg, spec, worker_index=0, seed=3)
+    worker.policy.load(learner.publish().weights[DEFAULT_POLICY])
+    worker.version = 0
+    return worker, learner
+
+
+@pytest.mark.parametrize("vectorization", ["auto", "sync"])
+def test_autoreset_rows_are_masked_and_truncations_bootstrap_from_the_final_observation(vectorization: str) -> None:
+    envs, length = 3, 14
+    worker, learner = worker_and_learner(vectorization, envs, length)
+    frag = worker.sample([None], 0)
+    b = frag.batches[DEFAULT_POLICY]
+
+    # Episodes end (by time limit) at steps 4 and 10; the steps after them are resets.
+    expected_valid = np.ones(length)
+    expected_valid[[5, 11]] = 0
+    expected_dones = np.zeros(length)
+    expected_dones[[4, 10]] = 1
+    for i in range(envs):
+        np.testing.assert_array_equal(b["valid"][:, i], expected_valid)
+        np.testing.assert_array_equal(b["dones"][:, i], expected_dones)
+    assert frag.env_steps == 12 * envs
+    assert frag.episode_lengths == [EPISODE] * (2 * envs)
+    assert frag.episode_returns == [float(EPISODE)] * (2 * envs)
+    # The truncated step sees V(final observation); the reset row after it ran
+    # the policy on that same observation, so its recorded value is that V.
+    np.testing.assert_allclose(b["bootstrap"][[4, 10]], b["values"][[5, 11]], rtol=1e-6)
+    assert not b["bootstrap"][np.asarray(expected_dones) == 0].any()
+    # The learner trains on real transitions only.
+    assert len(learner._batch([frag])["obs"]) == 12 * envs
+
+
+@pytest.mark.parametrize("vectorization", ["auto", "sync"])
+def test_episodes_and_resets_carry_across_fragments(vectorization: str) -> None:
+    worker, _ = worker_and_learner(vectorization, envs=2, length=7)
+    first = worker.sample([None], 0)
+    second = worker.sample([None], 0)
+    # Episode 2 starts at step 6 of the first fragment and ends at step 3 of the second.
+    assert first.episode_lengths == [EPISODE] * 2
+    assert second.episode_lengths == [EPISODE] * 2
+    np.testing.assert_array_equal(second.batches[DEFAULT_POLICY]["valid"][:, 0], [1, 1, 1, 1, 0, 1, 1])
+    assert first.env_steps + second.env_steps == 2 * (14 - 2)
