@@ -97,15 +97,17 @@ class Learner:
                 t["ref_logprobs"], _ = self.ref_model.log_prob_entropy(t["obs"], t["actions"])
 
         size = len(t["obs"])
-        mb_size = max(1, size // algo.num_minibatches)
-        sums: dict[str, float] = {}
-        count = 0
+        splits = min(algo.num_minibatches, size)
+        history: list[dict[str, torch.Tensor]] = []
         for _epoch in range(algo.update_epochs):
-            # Minibatch epochs over a fresh shuffle each time.
-            perm = torch.randperm(size, generator=self.shuffle).to(self.device)
-            for start in range(0, size, mb_size):
-                idx = perm[start:start + mb_size]
-                mb = {k: v[idx] for k, v in t.items()}
+            # Minibatch epochs over a fresh shuffle each time, in equal parts (the
+            # batch size varies with masked autoreset rows); one whole-batch
+            # minibatch needs no shuffle, its losses being means.
+            parts: list[torch.Tensor | None] = [None]
+            if splits > 1:
+                parts = list(torch.randperm(size, generator=self.shuffle).to(self.device).tensor_split(splits))
+            for idx in parts:
+                mb = t if idx is None else {k: v[idx] for k, v in t.items()}
                 if isinstance(algo, PPOConfig):
                     loss, stats = ppo_loss(self.model, mb, algo)
                 else:
@@ -115,14 +117,14 @@ class Learner:
                 # Global gradient-norm clipping.
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), algo.max_grad_norm)
                 self.optimizer.step()
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                count += 1
+                history.append(stats)
             # Optional early stop once the policy moved too far from the rollout policy.
             if algo.target_kl is not None and float(stats["losses/approx_kl"]) > algo.target_kl:
                 break
 
-        metrics = {k: v / count for k, v in sums.items()}
+        # One device-to-host copy for all statistics, after the last step.
+        means = torch.stack([torch.stack(list(h.values())) for h in history]).mean(0).tolist()
+        metrics = dict(zip(history[0], means))
         metrics["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
         if isinstance(algo, PPOConfig):
             values, returns = batch["values"], batch["returns"]
