@@ -284,7 +284,7 @@ def print_report(runs: list[Run], summary: dict, cap: float) -> None:
         console.print(f"rlkit / {peer}: time-to-475 {_fmt(ratio['time_to_475'], 2)}, "
                       f"end-to-end SPS {_fmt(ratio['sps'], 2)}")
     if summary["ceiling_sps"]:
-        console.print(f"ceiling (2 procs x SyncVectorEnv(8) CartPole-v1, random actions, no learning): "
+        console.print(f"ceiling (rlkit's rollout layout stepping its own vector env, random actions, no learning): "
                       f"{summary['ceiling_sps']:,.0f} env steps/s; rlkit end-to-end SPS is "
                       f"{_fmt(summary.get('rlkit_fraction_of_ceiling'), 3)} of it")
     for target, res in summary.get("targets", {}).items():
