@@ -33,7 +33,8 @@ def sweep_file(tmp_path: Path, **sections: Any) -> Path:
     data: dict[str, Any] = {
         "name": "t",
         "base": str(CONFIGS / "ppo_cartpole.yaml"),
-        "base_set": {"stop.total_steps": 4096, "stop.target_return": None},
+        # 14 iterations of 256 steps, less the few masked autoreset rows: within max_t below.
+        "base_set": {"stop.total_steps": 3584, "stop.target_return": None},
         "resources": {"learner_cpus": 0, "rollout_workers": 1, "cpus_per_worker": 1},
         "storage_path": str(tmp_path / "sweeps"),
         "search": {"type": "random", "seed": 0},
