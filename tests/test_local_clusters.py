@@ -24,7 +24,7 @@ import ray
 from rlkit.clusters import dashboard, local, procs
 from rlkit.clusters.records import ClusterRecord, list_records, load_record
 from rlkit.errors import WorkFailedError
-from tests.cli_helpers import RLKIT, one_error_line, run_rlkit
+from tests.cli_helpers import RLKIT, launched_local_clusters, one_error_line, run_rlkit
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -41,19 +41,8 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     base = tmp_path_factory.mktemp("lab")
-    env = {"RLKIT_HOME": str(base / "home"), "RLKIT_RAY_ADDRESS_FILE": str(base / "ray_address")}
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        patch.delenv("RAY_ADDRESS", raising=False)
-        try:
-            result = run_rlkit("launch", "local", "--name", "t", "--num-clusters", "2", "--cpus", "1", "--json")
-            assert result.returncode == 0, result.stderr
-            records = {r["name"]: ClusterRecord.from_dict(r) for r in json.loads(result.stdout)}
-            yield Lab(env, records)
-        finally:
-            for record in list_records():
-                local.stop(record)
+    with launched_local_clusters(base, "--name", "t", "--num-clusters", "2", "--cpus", "1") as (env, records):
+        yield Lab(env, {r.name: r for r in records})
 
 
 @pytest.fixture(autouse=True)

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from rlkit.clusters import local, procs
-from rlkit.clusters.records import ClusterRecord, list_records, load_record
-from tests.cli_helpers import RLKIT, one_error_line, run_rlkit
+from rlkit.clusters.records import ClusterRecord, load_record
+from tests.cli_helpers import RLKIT, launched_local_clusters, one_error_line, run_rlkit
 from tests.conftest import CONFIGS
 
 pytestmark = pytest.mark.timeout(300)
@@ -47,20 +47,9 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trio]:
     base = tmp_path_factory.mktemp("jobs")
     work = base / "project"
     shutil.copytree(CONFIGS, work / "configs")
-    env = {"RLKIT_HOME": str(base / "home"), "RLKIT_RAY_ADDRESS_FILE": str(base / "ray_address")}
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        patch.delenv("RAY_ADDRESS", raising=False)
-        try:
-            result = run_rlkit("launch", "local", "--name", "s", "--num-clusters", "3", "--cpus", "1", "--json",
-                               timeout=240)
-            assert result.returncode == 0, result.stderr
-            records = {r["name"]: ClusterRecord.from_dict(r) for r in json.loads(result.stdout)}
-            yield Trio(env, records, work)
-        finally:
-            for record in list_records():
-                local.stop(record)
+    with launched_local_clusters(base, "--name", "s", "--num-clusters", "3", "--cpus", "1",
+                                 timeout=240) as (env, records):
+        yield Trio(env, {r.name: r for r in records}, work)
 
 
 @pytest.fixture(autouse=True)

@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from rlkit.clusters import local, procs
-from rlkit.clusters.records import ClusterRecord, list_records
-from tests.cli_helpers import RLKIT, one_error_line, run_rlkit
+from rlkit.clusters.records import ClusterRecord
+from tests.cli_helpers import RLKIT, launched_local_clusters, one_error_line, run_rlkit
 from tests.conftest import CONFIGS
 
 pytestmark = pytest.mark.timeout(300)
@@ -54,19 +54,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     shutil.copytree(CONFIGS, work / "configs", ignore=shutil.ignore_patterns("sweeps"))
     (work / "configs" / "sweeps").mkdir()
     (work / "configs" / "sweeps" / "remote.yaml").write_text(yaml.safe_dump(SWEEP))
-    env = {"RLKIT_HOME": str(base / "home"), "RLKIT_RAY_ADDRESS_FILE": str(base / "ray_address")}
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        patch.delenv("RAY_ADDRESS", raising=False)
-        try:
-            result = run_rlkit("launch", "local", "--name", "sw", "--cpus", "2", "--json", timeout=240)
-            assert result.returncode == 0, result.stderr
-            [record] = [ClusterRecord.from_dict(r) for r in json.loads(result.stdout)]
-            yield Lab(env, record, work)
-        finally:
-            for record in list_records():
-                local.stop(record)
+    with launched_local_clusters(base, "--name", "sw", "--cpus", "2", timeout=240) as (env, [record]):
+        yield Lab(env, record, work)
 
 
 @pytest.fixture(autouse=True)
