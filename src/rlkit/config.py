@@ -52,6 +52,8 @@ class _AlgoCommon(_Strict):
     update_epochs: int = Field(4, ge=1)
     num_minibatches: int = Field(4, ge=1)
     clip_coef: float = Field(0.2, gt=0)
+    anneal_clip: bool = False
+    """Anneal clip_coef linearly to zero over the run, as learning rate is (rl-zoo3's lin_0.2)."""
     ent_coef: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(0.5, gt=0)
     target_kl: float | None = Field(None, gt=0)

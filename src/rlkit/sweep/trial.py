@@ -118,8 +118,7 @@ def _restore(trainer: Any, cfg: Any, trial_id: str, trial_dir: Path) -> dict[str
     if source != trial_id and not cfg.algo.anneal_lr:
         # The optimizer came with the donor's learning rate; without annealing
         # nothing would ever set this trial's perturbed one.
-        for group in trainer.learner.optimizer.param_groups:
-            group["lr"] = cfg.algo.lr
+        trainer.learner.optimizer.lr = cfg.algo.lr
     event = {"time": round(time.time(), 3), "event": "resumed" if source == trial_id else "cloned",
              "from": source, "step": trainer.global_step}
     with (trial_dir / EVENTS_FILE).open("a") as f:

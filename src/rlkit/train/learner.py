@@ -15,6 +15,7 @@ from rlkit.train.algos.grpo import grpo_loss
 from rlkit.train.algos.ppo import ppo_loss
 from rlkit.train.envs import DEFAULT_POLICY, EnvSpec
 from rlkit.train.normalize import RunningMeanStd
+from rlkit.train.optim import FlatAdam
 from rlkit.train.rollout import Fragment, Published
 from rlkit.train.torch_model import ActorCritic
 
@@ -40,9 +41,9 @@ class Learner:
         torch.manual_seed(config.seed)
         pspec = spec.policies[DEFAULT_POLICY]
         self.model = ActorCritic(pspec, config.model, critic=not self.grpo).to(device)
-        # Adam with eps=1e-5, CleanRL's setting for PPO; fused runs one kernel per step.
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.algo.lr, eps=1e-5, fused=True)
         self.ref_model = copy.deepcopy(self.model).requires_grad_(False) if self.grpo else None
+        # Adam with eps=1e-5, CleanRL's setting for PPO.
+        self.optimizer = FlatAdam(self.model, lr=self.algo.lr, eps=1e-5)
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.obs_rms = RunningMeanStd.zeros((pspec.obs_dim,)) if config.env.normalize_obs else None
         self.version = 0
@@ -88,9 +89,9 @@ class Learner:
 
         if algo.anneal_lr:
             # Learning-rate annealing: linear decay to zero over the run.
-            lr = algo.lr * max(0.0, 1.0 - progress)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            self.optimizer.lr = algo.lr * max(0.0, 1.0 - progress)
+        # Clip-range annealing: the trust region narrows as the run ends.
+        clip = algo.clip_coef * max(0.0, 1.0 - progress) if algo.anneal_clip else algo.clip_coef
         if self.grpo:
             assert self.ref_model is not None
             with torch.no_grad():
@@ -109,13 +110,13 @@ class Learner:
             for idx in parts:
                 mb = t if idx is None else {k: v[idx] for k, v in t.items()}
                 if isinstance(algo, PPOConfig):
-                    loss, stats = ppo_loss(self.model, mb, algo)
+                    loss, stats = ppo_loss(self.model, mb, algo, clip)
                 else:
-                    loss, stats = grpo_loss(self.model, mb, algo)
-                self.optimizer.zero_grad(set_to_none=True)
+                    loss, stats = grpo_loss(self.model, mb, algo, clip)
+                self.optimizer.zero_grad()
                 loss.backward()
                 # Global gradient-norm clipping.
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), algo.max_grad_norm)
+                self.optimizer.clip_grad_norm(algo.max_grad_norm)
                 self.optimizer.step()
                 history.append(stats)
             # Optional early stop once the policy moved too far from the rollout policy.
@@ -125,7 +126,8 @@ class Learner:
         # One device-to-host copy for all statistics, after the last step.
         means = torch.stack([torch.stack(list(h.values())) for h in history]).mean(0).tolist()
         metrics = dict(zip(history[0], means))
-        metrics["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        metrics["charts/learning_rate"] = self.optimizer.lr
+        metrics["charts/clip_coef"] = clip
         if isinstance(algo, PPOConfig):
             values, returns = batch["values"], batch["returns"]
             var = returns.var()

@@ -9,14 +9,15 @@ from rlkit.train.algos.clipped import clipped_surrogate, policy_ratio
 from rlkit.train.torch_model import ActorCritic
 
 
-def grpo_loss(model: ActorCritic, mb: dict[str, torch.Tensor], cfg: GRPOConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def grpo_loss(model: ActorCritic, mb: dict[str, torch.Tensor], cfg: GRPOConfig,
+              clip: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     new_logprob, entropy = model.log_prob_entropy(mb["obs"], mb["actions"])
-    ratio, approx_kl, clipfrac = policy_ratio(new_logprob, mb["logprobs"], cfg.clip_coef)
+    ratio, approx_kl, clipfrac = policy_ratio(new_logprob, mb["logprobs"], clip)
 
     # Episode-level advantages, already normalised within each group.
     adv = mb["advantages"]
     # PPO-style clipped ratio, averaged over steps.
-    pg_loss = clipped_surrogate(adv, ratio, cfg.clip_coef)
+    pg_loss = clipped_surrogate(adv, ratio, clip)
 
     # KL to the frozen reference policy, k3 estimator: exp(d) - d - 1 >= 0 with d = ref - new.
     d = mb["ref_logprobs"] - new_logprob

@@ -9,10 +9,11 @@ from rlkit.train.algos.clipped import clipped_surrogate, policy_ratio
 from rlkit.train.torch_model import ActorCritic
 
 
-def ppo_loss(model: ActorCritic, mb: dict[str, torch.Tensor], cfg: PPOConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def ppo_loss(model: ActorCritic, mb: dict[str, torch.Tensor], cfg: PPOConfig,
+             clip: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     new_logprob, entropy = model.log_prob_entropy(mb["obs"], mb["actions"])
     new_value = model.value(mb["obs"])
-    ratio, approx_kl, clipfrac = policy_ratio(new_logprob, mb["logprobs"], cfg.clip_coef)
+    ratio, approx_kl, clipfrac = policy_ratio(new_logprob, mb["logprobs"], clip)
 
     adv = mb["advantages"]
     if cfg.norm_adv:
@@ -20,11 +21,11 @@ def ppo_loss(model: ActorCritic, mb: dict[str, torch.Tensor], cfg: PPOConfig) ->
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
 
     # Clipped surrogate objective.
-    pg_loss = clipped_surrogate(adv, ratio, cfg.clip_coef)
+    pg_loss = clipped_surrogate(adv, ratio, clip)
 
     if cfg.clip_vloss:
         # Value clipping around the rollout-time value estimate.
-        v_clipped = mb["values"] + (new_value - mb["values"]).clamp(-cfg.clip_coef, cfg.clip_coef)
+        v_clipped = mb["values"] + (new_value - mb["values"]).clamp(-clip, clip)
         v_loss = 0.5 * torch.max((new_value - mb["returns"]) ** 2, (v_clipped - mb["returns"]) ** 2).mean()
     else:
         v_loss = 0.5 * ((new_value - mb["returns"]) ** 2).mean()
