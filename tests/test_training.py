@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import ray
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rlkit.config import load_train_config
 from rlkit.train.checkpoint import checkpoints, load_run_config
@@ -34,6 +35,7 @@ def without_timing(rows: list[dict]) -> list[dict]:
 
 @pytest.mark.slow
 def test_ppo_solves_cartpole_within_its_step_budget(ray_local, tmp_path: Path) -> None:
+    # The shipped config: async with one actor, so the same steps on every machine.
     summary = train(config("ppo_cartpole.yaml", tmp_path, "stop.total_steps=200000"))
     assert summary.stop_reason == "target_return", summary
     assert summary.rolling_return is not None and summary.rolling_return >= 475
@@ -46,7 +48,14 @@ def test_ppo_solves_cartpole_within_its_step_budget(ray_local, tmp_path: Path) -
                 "losses/policy_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac",
                 "losses/explained_variance"):
         assert any(tag in row for row in rows), tag
-    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    # TensorBoard holds the same numbers under the same tags, one point per update.
+    board = EventAccumulator(str(run_dir / "tb"))
+    board.Reload()
+    for tag in ("charts/episodic_return", "losses/value_loss", "losses/approx_kl", "charts/SPS"):
+        logged = [row for row in rows if row.get(tag) is not None]
+        points = board.Scalars(tag)
+        assert [e.step for e in points] == [row["step"] for row in logged], tag
+        assert [e.value for e in points] == pytest.approx([row[tag] for row in logged], rel=1e-6), tag
     result = evaluate(run_dir, episodes=5)
     assert result.mean_return >= 475
 
@@ -71,7 +80,8 @@ def test_ppo_learns_pendulum_continuous_actions(ray_local, tmp_path: Path) -> No
 
 
 def test_interrupted_run_resumes_exactly_where_it_stopped(ray_local, tmp_path: Path) -> None:
-    overrides = ("stop.total_steps=12288", "stop.target_return=null", "checkpoint.every_updates=1000")
+    overrides = ("stop.total_steps=12288", "stop.target_return=null", "checkpoint.every_updates=1000",
+                 "sync.mode=sync")
     straight = train(config("ppo_cartpole.yaml", tmp_path / "a", *overrides))
 
     def interrupt_at_update_8(update: int, _metrics: dict) -> None:
@@ -89,8 +99,13 @@ def test_interrupted_run_resumes_exactly_where_it_stopped(ray_local, tmp_path: P
     assert without_timing(metrics(cut.run_dir)) == without_timing(metrics(straight.run_dir))
 
 
-def test_same_seed_in_sync_mode_gives_the_same_metrics(ray_local, tmp_path: Path) -> None:
-    overrides = ("stop.total_steps=8192", "env.normalize_obs=true")
+@pytest.mark.parametrize("layout", [
+    ("sync.mode=sync", "rollout.num_workers=2", "rollout.envs_per_worker=8"),
+    # One actor in async mode is always exactly one version behind: deterministic too.
+    ("sync.mode=async", "rollout.num_workers=1"),
+])
+def test_same_seed_gives_the_same_metrics(ray_local, tmp_path: Path, layout: tuple[str, ...]) -> None:
+    overrides = ("stop.total_steps=8192", "env.normalize_obs=true", *layout)
     one = train(config("ppo_cartpole.yaml", tmp_path / "1", *overrides))
     two = train(config("ppo_cartpole.yaml", tmp_path / "2", *overrides))
     other = train(config("ppo_cartpole.yaml", tmp_path / "3", *overrides, "seed=2"))
