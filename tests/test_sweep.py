@@ -29,12 +29,19 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def sweep_file(tmp_path: Path, **sections: Any) -> Path:
-    """A sweep over ppo_cartpole.yaml with small trials; ``sections`` replace or add keys."""
+    """A sweep over ppo_cartpole.yaml with small trials; ``sections`` replace or add keys
+    (``base_set`` entries are added to the defaults here)."""
+    base_set = {
+        # 8 envs x 32 steps: 256 steps per iteration, the unit the trials below are sized in.
+        "rollout.envs_per_worker": 8,
+        # 14 iterations, less the few masked autoreset rows: within max_t below.
+        "stop.total_steps": 3584, "stop.target_return": None,
+        **sections.pop("base_set", {}),
+    }
     data: dict[str, Any] = {
         "name": "t",
         "base": str(CONFIGS / "ppo_cartpole.yaml"),
-        # 14 iterations of 256 steps, less the few masked autoreset rows: within max_t below.
-        "base_set": {"stop.total_steps": 3584, "stop.target_return": None},
+        "base_set": base_set,
         "resources": {"learner_cpus": 0, "rollout_workers": 1, "cpus_per_worker": 1},
         "storage_path": str(tmp_path / "sweeps"),
         "search": {"type": "random", "seed": 0},
