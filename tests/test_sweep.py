@@ -93,7 +93,10 @@ def test_pbt_clones_a_better_trial_and_finishes(ray_local, tmp_path: Path) -> No
     path = sweep_file(
         tmp_path, base_set={"stop.total_steps": 3072, "stop.target_return": None, "algo.anneal_lr": False},
         space={"algo.lr": {"grid": [3.0e-3, 1.0e-6]}},
-        scheduler={"type": "pbt", "perturbation_interval": 3, "quantile_fraction": 0.5,
+        # Synchronous PBT: both trials have a score at every perturbation. (Asynchronous
+        # PBT compares with unfinished trials only, and a 12-iteration trial can end
+        # before the other reports once.)
+        scheduler={"type": "pbt", "perturbation_interval": 3, "quantile_fraction": 0.5, "synch": True,
                    "mutations": {"algo.lr": {"loguniform": [1.0e-6, 3.0e-3]}}},
     )
     result = run_sweep(load_sweep(path))

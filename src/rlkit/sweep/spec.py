@@ -131,13 +131,16 @@ class SchedulerSpec(_Strict):
     perturbation_interval: float | None = Field(None, gt=0)
     quantile_fraction: float | None = Field(None, gt=0, le=0.5)
     resample_probability: float | None = Field(None, ge=0, le=1)
+    synch: bool = False
+    """PBT only: perturb once every trial has reached the interval (trials pause
+    and wait), rather than whenever one trial reaches it."""
     mutations: dict[str, Distribution] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _keys_fit_type(self) -> SchedulerSpec:
         owners = {"max_t": "asha", "grace_period": "asha", "reduction_factor": "asha",
                   "perturbation_interval": "pbt", "quantile_fraction": "pbt", "resample_probability": "pbt",
-                  "mutations": "pbt"}
+                  "synch": "pbt", "mutations": "pbt"}
         for key, owner in owners.items():
             if key in self.model_fields_set and owner != self.type:
                 raise ValueError(f"scheduler.{key} belongs to type {owner}, not {self.type}")
@@ -155,10 +158,11 @@ class SchedulerSpec(_Strict):
                 "reduction_factor": self.reduction_factor or 2}
 
     @property
-    def pbt(self) -> dict[str, float]:
+    def pbt(self) -> dict[str, float | bool]:
         return {"perturbation_interval": self.perturbation_interval or 10,
                 "quantile_fraction": self.quantile_fraction or 0.25,
-                "resample_probability": 0.25 if self.resample_probability is None else self.resample_probability}
+                "resample_probability": 0.25 if self.resample_probability is None else self.resample_probability,
+                "synch": self.synch}
 
 
 class SearchSpec(_Strict):
