@@ -104,10 +104,10 @@ def make_vector_env(cfg: EnvConfig, num_envs: int) -> VectorEnv:
         try:
             vec = gym.make_vec(cfg.id, num_envs=num_envs, vectorization_mode="vector_entry_point", **cfg.kwargs)
         except TypeError:  # a keyword only the single-env class (or gym.make) takes
-            vec = None
-        if vec is not None and vec.metadata.get("autoreset_mode") == AutoresetMode.NEXT_STEP:
-            return vec
-        if vec is not None:
+            pass
+        else:
+            if vec.metadata.get("autoreset_mode") == AutoresetMode.NEXT_STEP:
+                return vec
             vec.close()
     return SyncVectorEnv([env_factory(cfg)] * num_envs, autoreset_mode=AutoresetMode.NEXT_STEP)
 

@@ -150,8 +150,7 @@ class _Background:
 
 
 def _build_learner(config: TrainConfig, spec: EnvSpec):
-    import torch.utils.tensorboard  # noqa: F401  (RunLog's import, paid here)
-
+    import rlkit.train.runlog  # noqa: F401  (its TensorBoard import is paid here too)
     from rlkit.train.learner import Learner, resolve_device
 
     return Learner(config, spec, resolve_device(config.device))

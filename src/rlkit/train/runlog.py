@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from tensorboard.compat.proto.summary_pb2 import Summary
+from torch.utils.tensorboard import SummaryWriter
 
 from rlkit.config import TrainConfig
 
@@ -22,8 +23,6 @@ class RunLog:
     """TensorBoard scalars under CleanRL's tag names, the same numbers as JSON lines."""
 
     def __init__(self, run_dir: Path, config: TrainConfig, quiet: bool, start_step: int = 0) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
         self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
         if not start_step:
             table = "\n".join(f"|{k}|{v}|" for k, v in _flatten(config.model_dump(mode="json")).items())
