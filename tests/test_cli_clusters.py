@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rlkit.clusters import paths
+from rlkit import paths
 from rlkit.clusters.records import ClusterRecord
 from rlkit.clusters.registry import register
 from tests.cli_helpers import RLKIT, one_error_line, run_rlkit

@@ -15,7 +15,8 @@ import yaml
 from typer.testing import CliRunner
 
 from rlkit.cli import launch_onprem
-from rlkit.clusters import dashboard, onprem, paths, registry
+from rlkit import paths
+from rlkit.clusters import dashboard, onprem, registry
 from rlkit.clusters.records import load_record
 from rlkit.clusters.ssh import SshLoginError
 from rlkit.errors import WorkFailedError

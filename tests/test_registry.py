@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rlkit.clusters import auth, paths, registry
+from rlkit import paths
+from rlkit.clusters import auth, registry
 from rlkit.clusters.address_file import parse_address, parse_entries, read_entries, remove_entry, set_entry
 from rlkit.clusters.records import ClusterRecord, ProcessRef, load_record, save_record
 from rlkit.errors import AddressFileError, BadInputError, UnknownClusterError

@@ -14,7 +14,7 @@ from zipfile import ZipFile
 
 import pytest
 
-from rlkit.clusters import paths
+from rlkit import paths
 from rlkit.errors import BadInputError, ConfigError
 from rlkit.jobs.package import packed
 from rlkit.jobs.spec import (

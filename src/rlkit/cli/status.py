@@ -63,7 +63,7 @@ def render(report: StatusReport) -> RenderableType:
     """The report as rich renderables, one section after another."""
     from rich.console import Group
 
-    from rlkit.clusters import paths
+    from rlkit import paths
 
     if not report.clusters:
         return Group(f"No clusters in {paths.address_file()}. Start one with `rlkit launch local`.",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from rlkit.clusters import paths
+from rlkit import paths
 from rlkit.clusters.files import atomic_write
 from rlkit.errors import AddressFileError, WorkFailedError
 

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlkit.clusters import paths
+from rlkit import paths
 from rlkit.clusters.files import atomic_write
 from rlkit.errors import BadInputError
 

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager, contextmanager
 
 from filelock import FileLock, Timeout
 
-from rlkit.clusters import paths
+from rlkit import paths
 from rlkit.errors import WorkFailedError
 
 

@@ -33,7 +33,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from rlkit.clusters import auth, dashboard, locks, paths, registry
+from rlkit import paths
+from rlkit.clusters import auth, dashboard, locks, registry
 from rlkit.clusters.files import atomic_write
 from rlkit.clusters.local import is_up, ray_executable
 from rlkit.clusters.providers import StopResult

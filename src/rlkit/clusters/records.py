@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rlkit.clusters import paths
+from rlkit import paths
 from rlkit.clusters.files import atomic_write
 from rlkit.errors import BadInputError, WorkFailedError
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from rlkit.clusters import address_file, paths
+from rlkit import paths
+from rlkit.clusters import address_file
 from rlkit.clusters.address_file import AddressEntry
 from rlkit.clusters.auth import TokenSource, token_source
 from rlkit.clusters.records import ClusterRecord, delete_record, list_records, load_record, save_record

@@ -6,7 +6,8 @@ import os
 import shlex
 from pathlib import Path
 
-from rlkit.clusters import auth, paths
+from rlkit import paths
+from rlkit.clusters import auth
 from rlkit.clusters.registry import Cluster
 from rlkit.errors import BadInputError
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from rlkit.clusters import locks, paths, registry
+from rlkit import paths
+from rlkit.clusters import locks, registry
 from rlkit.clusters.parallel import run_parallel
 from rlkit.clusters.providers import StopResult, provider_module
 from rlkit.clusters.records import load_record, save_record

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import rlkit
-from rlkit.clusters import paths
+from rlkit import paths
 from rlkit.clusters.local import PROVIDER as LOCAL
 from rlkit.clusters.parallel import run_parallel
 from rlkit.clusters.registry import Cluster, select_clusters

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from rlkit.clusters import paths
+from rlkit import paths
 from rlkit.clusters.files import atomic_write
 from rlkit.sweep.state import FAILED, FINISHED, INTERRUPTED, RUNNING, STATE_FILE, now_iso, read_progress
 

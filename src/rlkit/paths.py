@@ -1,4 +1,4 @@
-"""Where rlkit keeps its files; environment variables move them (tests do)."""
+"""Where rlkit keeps its files (every layer needs them); environment variables move them (tests do)."""
 
 from __future__ import annotations
 
