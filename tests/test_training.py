@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,9 +12,10 @@ import ray
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rlkit.config import load_train_config
-from rlkit.train.checkpoint import checkpoints, load_run_config
+from rlkit.train.checkpoint import checkpoints, load_latest, load_run_config
 from rlkit.train.envs import probe
 from rlkit.train.evaluate import evaluate
+from rlkit.train.learner import Learner
 from rlkit.train.run import train
 from rlkit.train.trainer import Trainer
 from tests.conftest import CONFIGS
@@ -79,18 +82,26 @@ def test_ppo_learns_pendulum_continuous_actions(ray_local, tmp_path: Path) -> No
     assert late > early + 400, (early, late)
 
 
-def test_interrupted_run_resumes_exactly_where_it_stopped(ray_local, tmp_path: Path) -> None:
+def test_ctrl_c_mid_iteration_saves_what_was_logged_and_resumes_exactly(
+        ray_local, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     overrides = ("stop.total_steps=12288", "stop.target_return=null", "checkpoint.every_updates=1000",
                  "sync.mode=sync")
     straight = train(config("ppo_cartpole.yaml", tmp_path / "a", *overrides))
 
-    def interrupt_at_update_8(update: int, _metrics: dict) -> None:
-        if update == 8:
-            raise KeyboardInterrupt
+    update = Learner.update
 
-    cut = train(config("ppo_cartpole.yaml", tmp_path / "b", *overrides), on_update=interrupt_at_update_8)
+    def ctrl_c_during_update_8(self: Learner, fragments, progress: float) -> dict:
+        # Mid-iteration: update 8's steps are counted, its update not yet made.
+        if self.updates == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        return update(self, fragments, progress)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Learner, "update", ctrl_c_during_update_8)
+        cut = train(config("ppo_cartpole.yaml", tmp_path / "b", *overrides))
     assert cut.stop_reason == "interrupted" and cut.updates == 8
     assert [p.name for p in checkpoints(Path(cut.run_dir))] == ["ckpt-0000008.pt"]
+    assert load_latest(Path(cut.run_dir)).state["trainer"]["global_step"] == metrics(cut.run_dir)[-1]["step"]
     resumed = train(load_run_config(Path(cut.run_dir)), resume=Path(cut.run_dir))
     assert resumed.run_dir == cut.run_dir
     assert resumed.global_step == straight.global_step and resumed.updates == straight.updates

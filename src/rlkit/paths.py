@@ -31,6 +31,11 @@ def tokens_dir() -> Path:
     return rlkit_home() / "tokens"
 
 
+def checkpoint_key_file() -> Path:
+    """The key that signs this user's checkpointed environment state (mode 0600)."""
+    return rlkit_home() / "checkpoint.key"
+
+
 def locks_dir() -> Path:
     return rlkit_home() / "locks"
 

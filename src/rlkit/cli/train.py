@@ -41,7 +41,12 @@ def train(
     else:
         cfg = load_train_config(config, overrides)
 
-    summary = run_train(cfg, address=address, resume=resume, quiet=quiet or json_)
+    try:
+        summary = run_train(cfg, address=address, resume=resume, quiet=quiet or json_, notify=output.note)
+    except KeyboardInterrupt:
+        # The second Ctrl-C: the first one's checkpoint was not waited for.
+        output.note("interrupted twice: stopped without a final checkpoint; --resume continues from the last one saved")
+        return 130
     if json_:
         output.print_json(summary.to_dict())
     elif not quiet:
@@ -69,7 +74,7 @@ def evaluate(
     """
     from rlkit.train.evaluate import evaluate as run_eval
 
-    result = run_eval(target, episodes)
+    result = run_eval(target, episodes, notify=output.note)
     if json_:
         output.print_json(result.to_dict())
     else:

@@ -24,7 +24,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from rlkit import paths
-from rlkit.clusters.files import atomic_write
+from rlkit.files import atomic_write
 from rlkit.errors import AddressFileError, WorkFailedError
 
 GCS_PORT = 6379

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlkit import paths
-from rlkit.clusters.files import atomic_write
+from rlkit.files import atomic_write
 from rlkit.errors import BadInputError
 
 MODE_ENV = "RAY_AUTH_MODE"

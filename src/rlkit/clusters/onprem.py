@@ -35,7 +35,7 @@ import yaml
 
 from rlkit import paths
 from rlkit.clusters import auth, dashboard, locks, registry
-from rlkit.clusters.files import atomic_write
+from rlkit.files import atomic_write
 from rlkit.clusters.local import is_up, ray_executable
 from rlkit.clusters.providers import StopResult
 from rlkit.clusters.records import ClusterRecord, check_name, delete_record, save_record

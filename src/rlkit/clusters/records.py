@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rlkit import paths
-from rlkit.clusters.files import atomic_write
+from rlkit.files import atomic_write
 from rlkit.errors import BadInputError, WorkFailedError
 
 NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 40 characters"

@@ -15,7 +15,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from rlkit.clusters.files import atomic_write
+from rlkit.files import atomic_write
 from rlkit.sweep.state import STATE_FILE, SweepProgress, TrialRow, now_iso, number
 
 _WRITE_EVERY_S = 1.0

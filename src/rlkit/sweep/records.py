@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rlkit import paths
-from rlkit.clusters.files import atomic_write
+from rlkit.files import atomic_write
 from rlkit.sweep.state import FAILED, FINISHED, INTERRUPTED, RUNNING, STATE_FILE, now_iso, read_progress
 
 

@@ -93,7 +93,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
                 (run_dir / ckpt.CONFIG_FILE).write_text(cfg.to_yaml())
                 state = {"trainer": trainer.state_dict(), "config": cfg.model_dump(mode="json"),
                          "trial_id": trial_id, "last_result": result}
-                ckpt.save_checkpoint(run_dir, updates, state, keep=1)
+                ckpt.save_checkpoint(run_dir, updates, state, keep=1, env_states=trainer.env_states())
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
     finally:
         if log is not None:
@@ -103,7 +103,11 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
 
 def _restore(trainer: Any, cfg: Any, trial_id: str, trial_dir: Path) -> dict[str, Any] | None:
     """Load Tune's checkpoint for this trial, if any: its own (a retry, a resumed
-    sweep) or another trial's (PBT exploiting). Returns its last result."""
+    sweep) or another trial's (PBT exploiting). Returns its last result.
+
+    It goes through the same verified loader as ``rlkit train --resume``: a
+    checkpoint is data, and env state signed elsewhere is skipped (and noted).
+    """
     from ray import tune
 
     from rlkit.train import checkpoint as ckpt
@@ -112,8 +116,10 @@ def _restore(trainer: Any, cfg: Any, trial_id: str, trial_dir: Path) -> dict[str
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
-        state = ckpt.load_checkpoint(ckpt.latest_checkpoint(Path(directory)))
-    trainer.load_state_dict(state["trainer"])
+        loaded = ckpt.load_latest(Path(directory), with_env=True)
+    state = loaded.state
+    ckpt.check_resumable(state["config"], cfg)
+    trainer.load_state_dict(state["trainer"], loaded.env_states)
     source = state["trial_id"]
     if source != trial_id and not cfg.algo.anneal_lr:
         # The optimizer came with the donor's learning rate; without annealing
@@ -121,6 +127,8 @@ def _restore(trainer: Any, cfg: Any, trial_id: str, trial_dir: Path) -> dict[str
         trainer.learner.optimizer.lr = cfg.algo.lr
     event = {"time": round(time.time(), 3), "event": "resumed" if source == trial_id else "cloned",
              "from": source, "step": trainer.global_step}
+    if loaded.notes:
+        event["notes"] = loaded.notes
     with (trial_dir / EVENTS_FILE).open("a") as f:
         f.write(json.dumps(event) + "\n")
     return state["last_result"]

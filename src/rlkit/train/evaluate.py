@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -11,6 +12,7 @@ from rlkit.config import TrainConfig
 from rlkit.errors import BadInputError
 from rlkit.train import checkpoint as ckpt
 from rlkit.train.envs import DEFAULT_POLICY, make_env, probe
+from rlkit.train.normalize import RunningMeanStd
 from rlkit.train.policies import NumpyPolicy
 
 
@@ -26,26 +28,32 @@ class EvalResult:
         return asdict(self)
 
 
-def _find_checkpoint(target: Path) -> Path:
+def _load(target: Path) -> ckpt.Loaded:
     if target.is_dir():
-        return ckpt.latest_checkpoint(target)
+        return ckpt.load_latest(target)
     if target.is_file():
-        return target
+        return ckpt.load_checkpoint(target)
     raise BadInputError(f"{target}: no such run directory or checkpoint file")
 
 
-def evaluate(target: Path, episodes: int = 10, seed: int = 10_000) -> EvalResult:
-    """Mean and std return of the greedy (argmax or mean-action) policy over ``episodes``."""
+def evaluate(target: Path, episodes: int = 10, seed: int = 10_000,
+             notify: Callable[[str], None] = ckpt.to_stderr) -> EvalResult:
+    """Mean and std return of the greedy (argmax or mean-action) policy over ``episodes``.
+
+    ``notify`` gets one line per damaged checkpoint skipped for an older one.
+    """
     if episodes < 1:
         raise BadInputError(f"--episodes {episodes}: must be at least 1")
-    path = _find_checkpoint(target)
-    state = ckpt.load_checkpoint(path)
+    loaded = _load(target)
+    for note in loaded.notes:
+        notify(note)
+    path, state = loaded.path, loaded.state
     config = TrainConfig.model_validate(state["config"])
     spec = probe(config.env, config.algo.name).policies[DEFAULT_POLICY]
     learner_state = state["trainer"]["learner"]
     policy = NumpyPolicy(spec, config.model, critic=False)
     policy.load({k: v.numpy() for k, v in learner_state["model"].items()})
-    obs_rms = learner_state["obs_rms"]
+    obs_rms = RunningMeanStd.from_state_dict(learner_state["obs_rms"]) if learner_state["obs_rms"] else None
     env = make_env(config.env)
     returns, lengths = [], []
     for ep in range(episodes):

@@ -145,7 +145,7 @@ class Learner:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ref_model": self.ref_model.state_dict() if self.ref_model else None,
-            "obs_rms": self.obs_rms,
+            "obs_rms": self.obs_rms.state_dict() if self.obs_rms else None,
             "shuffle_rng": self.shuffle.get_state(),
             "torch_rng": torch.get_rng_state(),
             "version": self.version,
@@ -157,7 +157,7 @@ class Learner:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ref_model is not None and state["ref_model"] is not None:
             self.ref_model.load_state_dict(state["ref_model"])
-        self.obs_rms = state["obs_rms"]
+        self.obs_rms = RunningMeanStd.from_state_dict(state["obs_rms"]) if state["obs_rms"] else None
         self.shuffle.set_state(state["shuffle_rng"])
         torch.set_rng_state(state["torch_rng"])
         self.version = state["version"]

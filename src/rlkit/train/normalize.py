@@ -8,6 +8,7 @@ so every actor of one policy version normalises identically.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,14 @@ class RunningMeanStd:
     def of_batch(cls, x: np.ndarray) -> RunningMeanStd:
         x = x.reshape(-1, *x.shape[-1:]).astype(np.float64)
         return cls(x.mean(axis=0), x.var(axis=0), float(len(x)))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain lists and a float (exact for float64): a checkpoint never pickles this class."""
+        return {"mean": self.mean.tolist(), "var": self.var.tolist(), "count": float(self.count)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> RunningMeanStd:
+        return cls(np.asarray(state["mean"], np.float64), np.asarray(state["var"], np.float64), float(state["count"]))
 
     def merge(self, other: RunningMeanStd) -> None:
         # Chan et al.'s parallel update of mean and variance.

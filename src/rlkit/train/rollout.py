@@ -185,6 +185,8 @@ class RolloutWorker:
             return None
 
     def set_state(self, state: bytes) -> None:
+        # Unpickling runs code: the driver hands over only state whose
+        # signature verified as this user's (train/checkpoint.py).
         envs, rng_state = pickle.loads(state)
         self.rng.bit_generator.state = rng_state
         if self.grpo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,11 +56,17 @@ def train(
     resume: Path | None = None,
     quiet: bool = True,
     on_update: Callable[[int, dict[str, float]], None] | None = None,
+    notify: Callable[[str], None] = ckpt.to_stderr,
 ) -> TrainSummary:
-    """Train until a stop condition; returns a summary. Ctrl-C saves a checkpoint first.
+    """Train until a stop condition; returns a summary.
+
+    Ctrl-C (SIGINT) stops the run after the iteration in progress and saves a
+    checkpoint, so the checkpoint holds exactly what was logged; a second
+    Ctrl-C raises KeyboardInterrupt at once and saves nothing more.
 
     With ``resume``, ``config`` should be the run's own (``load_run_config``)
-    and training continues in that run directory from its latest checkpoint.
+    and training continues in that run directory from its newest good
+    checkpoint; ``notify`` gets one line for each thing skipped on the way.
     """
     from rlkit.train.session import ray_session
 
@@ -69,11 +76,13 @@ def train(
         from rlkit.train.learner import resolve_device
 
         resolve_device(config.device)
-    state = None
+    loaded = None
     if resume is not None:
         run_dir = resume
-        state = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir))
-        (run_dir / ckpt.CONFIG_FILE).write_text(config.to_yaml())
+        loaded = ckpt.load_latest(run_dir, with_env=True)
+        ckpt.check_resumable(loaded.state["config"], config)
+        for note in loaded.notes:
+            notify(note)
     else:
         run_dir = ckpt.new_run_dir(config)
 
@@ -91,12 +100,16 @@ def train(
         trainer = Trainer(config, spec, get_learner=learner.result)
         log: RunLog | None = None
         try:
-            if state is not None:
-                trainer.load_state_dict(state["trainer"])
+            path = None
+            if loaded is not None:
+                trainer.load_state_dict(loaded.state["trainer"], loaded.env_states)
+                path = loaded.path
+                ckpt.set_aside(loaded.skipped)
+                # Only now: a resume that fails leaves the run's config as it was.
+                ckpt.write_run_config(run_dir, config)
             log = RunLog(run_dir, config, quiet, start_step=trainer.global_step)
-            reason = None
-            last_saved = -1
-            try:
+            saved_at = trainer.learner.updates if loaded is not None else -1
+            with _StopAtBoundary() as interrupt:
                 while (reason := trainer.stop_reason()) is None:
                     metrics = trainer.step()
                     updates = trainer.learner.updates
@@ -104,12 +117,12 @@ def train(
                     if on_update is not None:
                         on_update(updates, metrics)
                     if updates % config.checkpoint.every_updates == 0:
-                        _save(run_dir, trainer, config)
-                        last_saved = updates
-            except KeyboardInterrupt:
-                reason = "interrupted"
-            path = (ckpt.checkpoints(run_dir)[-1] if last_saved == trainer.learner.updates
-                    else _save(run_dir, trainer, config))
+                        path, saved_at = _save(run_dir, trainer, config, log), updates
+                    if interrupt.requested:
+                        reason = "interrupted"
+                        break
+                if saved_at != trainer.learner.updates:
+                    path = _save(run_dir, trainer, config, log)
             summary = TrainSummary(
                 run_dir=str(run_dir), name=config.name, stop_reason=reason,
                 global_step=trainer.global_step, updates=trainer.learner.updates,
@@ -156,6 +169,39 @@ def _build_learner(config: TrainConfig, spec: EnvSpec):
     return Learner(config, spec, resolve_device(config.device))
 
 
-def _save(run_dir: Path, trainer, config: TrainConfig) -> Path:
+class _StopAtBoundary:
+    """SIGINT asks the loop to stop at the end of the iteration in progress.
+
+    A KeyboardInterrupt mid-iteration would leave steps counted that no
+    update or log line holds, and the checkpoint would run ahead of the log.
+    The second SIGINT gets Python's own handler back: KeyboardInterrupt, at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._installed = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopAtBoundary:
+        # Signals reach the main thread only; an ignored SIGINT (nohup) stays ignored.
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            self._installed = True
+        return self
+
+    def _on_sigint(self, _signum: int, _frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+
+
+def _save(run_dir: Path, trainer, config: TrainConfig, log) -> Path:
+    # What the checkpoint holds is on disk in the log first.
+    log.flush()
     state = {"trainer": trainer.state_dict(), "config": config.model_dump(mode="json")}
-    return ckpt.save_checkpoint(run_dir, trainer.learner.updates, state, config.checkpoint.keep)
+    return ckpt.save_checkpoint(run_dir, trainer.learner.updates, state, config.checkpoint.keep,
+                                trainer.env_states())

@@ -13,6 +13,9 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
 from rlkit.config import TrainConfig
+from rlkit.files import atomic_write
+
+METRICS_FILE = "metrics.jsonl"
 
 
 def _clean(value: float) -> float | None:
@@ -20,14 +23,23 @@ def _clean(value: float) -> float | None:
 
 
 class RunLog:
-    """TensorBoard scalars under CleanRL's tag names, the same numbers as JSON lines."""
+    """TensorBoard scalars under CleanRL's tag names, the same numbers as JSON lines.
+
+    ``start_step`` is the step of the checkpoint a run resumes from: what was
+    logged after it (by a run killed before its next checkpoint) is cut from
+    both, so the resumed run's rows are not there twice.
+    """
 
     def __init__(self, run_dir: Path, config: TrainConfig, quiet: bool, start_step: int = 0) -> None:
-        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
+        metrics_path = run_dir / METRICS_FILE
+        if start_step:
+            _cut_after(metrics_path, start_step)
+        # TensorBoard hides events at purge_step and later; the row at start_step stays.
+        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
         if not start_step:
             table = "\n".join(f"|{k}|{v}|" for k, v in _flatten(config.model_dump(mode="json")).items())
             self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-        self.metrics_file = (run_dir / "metrics.jsonl").open("a")
+        self.metrics_file = metrics_path.open("a")
         self.progress: Progress | None = None
         if not quiet:
             self.progress = Progress(
@@ -66,6 +78,27 @@ class RunLog:
             self.progress.stop()
         self.metrics_file.close()
         self.writer.close()
+
+
+def _cut_after(path: Path, step: int) -> None:
+    """Keep the rows up to ``step``; a torn last line (a kill mid-write) goes too."""
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return
+    kept = [line for line in lines if (at := _row_step(line)) is not None and at <= step]
+    if len(kept) != len(lines):
+        atomic_write(path, "".join(kept))
+
+
+def _row_step(line: str) -> int | None:
+    if not line.endswith("\n"):
+        return None
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row.get("step") if isinstance(row, dict) and isinstance(row.get("step"), int) else None
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

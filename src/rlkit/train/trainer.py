@@ -118,10 +118,9 @@ class Trainer:
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        self.pool.drain()
+        """Tensors and plain data: what a checkpoint loads without running code."""
         return {
             "learner": self.learner.state_dict(),
-            "workers": self.pool.get_states(),
             "global_step": self.global_step,
             "episodes": self.episodes,
             "dropped": self.dropped,
@@ -129,9 +128,16 @@ class Trainer:
             "elapsed": self.elapsed,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def env_states(self) -> list[bytes | None]:
+        """Each actor's pickled envs (None where they cannot be pickled), once the actors are quiet."""
+        self.pool.drain()
+        return self.pool.get_states()
+
+    def load_state_dict(self, state: dict[str, Any], env_states: list[bytes | None] | None = None) -> None:
+        """``env_states`` only from a checkpoint that verified them as this user's: they are unpickled."""
         self.learner.load_state_dict(state["learner"])
-        self.pool.set_states(state["workers"])
+        if env_states is not None:
+            self.pool.set_states(env_states)
         self.global_step = state["global_step"]
         self.episodes = state["episodes"]
         self.dropped = state["dropped"]

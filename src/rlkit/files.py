@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, text: str, mode: int | None = None) -> None:
-    """Replace ``path`` with ``text`` by writing a sibling and renaming it.
+def atomic_write(path: Path, data: str | bytes, mode: int | None = None) -> None:
+    """Replace ``path`` with ``data`` (text, or bytes as they are) by writing a sibling and renaming it.
 
     ``mode`` defaults to the mode of the file being replaced, so a user's
     permissions on a file they own survive rlkit's edits.
@@ -21,8 +21,8 @@ def atomic_write(path: Path, text: str, mode: int | None = None) -> None:
             mode = 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
