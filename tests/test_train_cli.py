@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from rlkit.train.checkpoint import load_latest
 from tests.conftest import CONFIGS
 
 RLKIT = str(Path(sys.executable).with_name("rlkit"))
@@ -90,7 +91,9 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path, ray_tmpdir:
     assert "Traceback" not in err
     run_dir = metrics_files[0].parent
     assert f"rlkit train --resume {run_dir}" in " ".join(err.split())
-    assert list((run_dir / "checkpoints").glob("ckpt-*.pt"))
+    # Taken at the iteration boundary: the checkpoint is at the last logged step, not past it.
+    last_row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert load_latest(run_dir).state["trainer"]["global_step"] == last_row["step"]
     deadline = time.monotonic() + 10
     while processes_mentioning(ray_tmpdir) and time.monotonic() < deadline:
         time.sleep(0.5)
