@@ -23,12 +23,15 @@ def _isolated_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def ray_local() -> Iterator[None]:
+def ray_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One embedded Ray for the in-process training tests (train() reuses it)."""
     import ray
 
+    # Its workers (Tune trials sign checkpoints there) outlive each test's
+    # RLKIT_HOME, so they get one of the session's own, never the user's.
+    workers_home = str(tmp_path_factory.mktemp("ray-workers-rlkit-home"))
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-             log_to_driver=False, logging_level="ERROR")
+             log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": {"RLKIT_HOME": workers_home}})
     try:
         yield
     finally:

@@ -108,6 +108,8 @@ def test_pbt_clones_a_better_trial_and_finishes(ray_local, tmp_path: Path) -> No
     assert set(cloned[0].cloned_from) <= donor
     events = [json.loads(line) for line in Path(cloned[0].path, "events.jsonl").read_text().splitlines()]
     assert any(e["event"] == "cloned" and e["step"] > 0 for e in events)
+    # Through the verified loader: the donor's env state is this user's and comes along.
+    assert not any("notes" in e for e in events), events
     # A clone continues with a perturbed learning rate, inside the mutation range.
     assert 1e-6 <= cloned[0].params["algo.lr"] <= 3e-3
 

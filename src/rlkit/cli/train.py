@@ -44,8 +44,8 @@ def train(
     try:
         summary = run_train(cfg, address=address, resume=resume, quiet=quiet or json_, notify=output.note)
     except KeyboardInterrupt:
-        # The second Ctrl-C: the first one's checkpoint was not waited for.
-        output.note("interrupted twice: stopped without a final checkpoint; --resume continues from the last one saved")
+        # Ctrl-C before the training loop, or a second one inside it: nothing more is saved.
+        output.note("interrupted: stopped without a new checkpoint (--resume continues from the last one saved)")
         return 130
     if json_:
         output.print_json(summary.to_dict())

@@ -197,10 +197,11 @@ def _load(path: Path, with_env: bool) -> Loaded:
         ) from None
     except (RuntimeError, EOFError, ValueError) as err:
         raise _Damaged(f"unreadable: {str(err).splitlines()[0]}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    state = payload.get("state") if isinstance(payload, dict) else None
+    if not isinstance(state, dict) or payload.get("format") != FORMAT or not {"trainer", "config"} <= state.keys():
         raise BadInputError(f"{path}: not a checkpoint of this rlkit version",
                             "evaluate or resume it with the rlkit that wrote it, or start a new run")
-    loaded = Loaded(path, payload["state"], None)
+    loaded = Loaded(path, state, None)
     if with_env:
         loaded.env_states = _verified_env(payload, path, loaded.notes)
     return loaded
@@ -211,7 +212,7 @@ def _verified_bytes(path: Path) -> bytes:
         sums = json.loads(_sums_path(path).read_text())
         size, digest = int(sums["size"]), str(sums["sha256"])
     except FileNotFoundError:
-        raise _Damaged("no checksum file: its write never finished") from None
+        raise _Damaged("no checksum file: its write never finished, or an older rlkit wrote it") from None
     except (OSError, ValueError, KeyError, TypeError):
         raise _Damaged(f"unreadable checksum file {_sums_path(path).name}") from None
     try:
