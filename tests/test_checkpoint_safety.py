@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import signal
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from rlkit.cli import main
 from rlkit.config import load_train_config
 from rlkit.train.checkpoint import checkpoints, load_latest, save_checkpoint
+from rlkit.train.learner import Learner
 from rlkit.train.run import train
 from tests.conftest import CONFIGS
 
@@ -151,3 +153,22 @@ def test_resume_after_a_kill_logs_each_update_once_in_jsonl_and_tensorboard(ray_
     board = EventAccumulator(str(run_dir / "tb"))
     board.Reload()
     assert [e.step for e in board.Scalars("losses/value_loss")] == [r["step"] for r in logged]
+
+
+def test_a_second_ctrl_c_stops_at_once_and_saves_no_checkpoint_ahead_of_the_log(
+        ray_local, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    update = Learner.update
+
+    def ctrl_c_twice_during_update_3(self: Learner, fragments, progress: float) -> dict:
+        if self.updates == 2:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        return update(self, fragments, progress)
+
+    monkeypatch.setattr(Learner, "update", ctrl_c_twice_during_update_3)
+    sets = [arg for item in (f"runs_dir={tmp_path / 'runs'}", *SMALL, "checkpoint.every_updates=1000")
+            for arg in ("--set", item)]
+    code, lines = cli(capsys, "train", str(CONFIGS / "ppo_cartpole.yaml"), "--quiet", *sets)
+    assert code == 130 and len(lines) == 1 and "interrupted: stopped without a new checkpoint" in lines[0], lines
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert checkpoints(run_dir) == [] and updates_logged(run_dir) == [1, 2]
