@@ -9,7 +9,7 @@ import typer
 from rlkit.cli import output, results
 from rlkit.clusters.onprem import DEFAULT_TEMPLATE
 
-_TOKEN_AT_LAUNCH = "<the cluster's token file, made at launch>"
+_MARKER_AT_LAUNCH = "<made at launch>"
 
 
 def onprem(
@@ -23,11 +23,14 @@ def onprem(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the rendered ray up config; start nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print the registered record as JSON."),
 ) -> int:
-    """Start Ray on your own machines with Ray's cluster launcher (ray up), token auth on.
+    """Start Ray on your own machines over SSH, token auth on, the dashboard behind an SSH tunnel.
 
     Every host must accept SSH logins with the key, and have `ray` (the same
-    version as here) on PATH in a login shell. The token is made per cluster,
-    stored 0600 under $RLKIT_HOME/tokens, copied to the nodes, never printed.
+    version as here) on PATH in a login shell. Host keys are checked against
+    ~/.ssh/known_hosts and $RLKIT_HOME/known_hosts; a host in neither is
+    trusted on first use and its fingerprint shown. The token is made per
+    cluster, stored 0600 under $RLKIT_HOME/tokens, copied to the nodes over
+    SSH, never printed.
 
     Examples:
 
@@ -46,7 +49,7 @@ def onprem(
         template=config,
     )
     if dry_run:
-        rendered = provider.render_onprem_config(spec, _TOKEN_AT_LAUNCH)
+        rendered = provider.render_onprem_config(spec, _MARKER_AT_LAUNCH)
         if as_json:
             output.print_json(rendered)
         else:
@@ -57,7 +60,9 @@ def onprem(
         return 0
 
     with output.err_console.status(f"{name}: starting") as status:
-        launched = provider.launch_onprem(spec, lambda n, stage: status.update(f"{n}: {stage}"), join_timeout_s=timeout)
+        launched = provider.launch_onprem(
+            spec, lambda n, stage: status.update(f"{n}: {stage}"), output.note, join_timeout_s=timeout
+        )
     record = launched.record
     if as_json:
         output.print_json({**record.to_dict(), "nodes_alive": launched.nodes_alive})
