@@ -59,6 +59,13 @@ def tunnels_to(ip: str) -> list[int]:
     return found
 
 
+def other_key(tmp_path: Path) -> str:
+    """A host key (type and key) that no test host has."""
+    path = tmp_path / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return " ".join(path.with_suffix(".pub").read_text().split()[:2])
+
+
 def wait_gone(pid: int) -> None:
     for _ in range(100):
         if not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
@@ -67,7 +74,7 @@ def wait_gone(pid: int) -> None:
     raise AssertionError(f"pid {pid} still runs")
 
 
-def test_launch_two_nodes_through_tunnel_then_teardown(testhosts: SshHosts) -> None:
+def test_launch_two_nodes_through_tunnel_then_teardown(testhosts: SshHosts, tmp_path: Path) -> None:
     head, worker = testhosts.hosts
     # A Ray-like process of someone else on the head: `ray stop` would end it.
     foreign = testhosts.ssh(head, "cp /bin/sleep /tmp/raylet && { setsid /tmp/raylet 600 </dev/null >/dev/null 2>&1 & echo $!; }")
@@ -104,9 +111,19 @@ def test_launch_two_nodes_through_tunnel_then_teardown(testhosts: SshHosts) -> N
             assert copy.stdout.split() == ["600", token_here.read_text().strip()]
             assert "raylet" in host_processes(testhosts, host)
 
-        # The tunnel, gone, is opened again by the next command that looks the cluster up.
+        # The tunnel, gone, is opened again by the next command that looks the
+        # cluster up: only to the head's recorded key, like every connection.
         os.kill(record.tunnel.pid, signal.SIGTERM)
         wait_gone(record.tunnel.pid)
+        known_path = paths.rlkit_home() / "known_hosts"
+        recorded = known_path.read_text()
+        others = [ln for ln in recorded.splitlines() if not ln.startswith(f"{head.ip} ")]
+        known_path.write_text("\n".join([*others, f"{head.ip} {other_key(tmp_path)}"]) + "\n")
+        refused = run_rlkit("status", "lab", "--json")
+        row = json.loads(refused.stdout)["clusters"][0]
+        assert row["state"] == "UNREACHABLE" and f"host key of {head.ip}" in row["detail"], row
+        assert str(known_path) in row["detail"]
+        known_path.write_text(recorded)
         status = run_rlkit("status", "lab", "--json")
         assert status.returncode == 0, status.stderr
         row = json.loads(status.stdout)["clusters"][0]
@@ -134,11 +151,9 @@ def test_launch_two_nodes_through_tunnel_then_teardown(testhosts: SshHosts) -> N
 
 def test_changed_host_key_is_refused(testhosts: SshHosts, tmp_path: Path) -> None:
     head = testhosts.hosts[0]
-    other = tmp_path / "other_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     known = paths.rlkit_home() / "known_hosts"
     paths.private_dir(known.parent)
-    known.write_text(f"{head.ip} {' '.join(other.with_suffix('.pub').read_text().split()[:2])}\n")
+    known.write_text(f"{head.ip} {other_key(tmp_path)}\n")
     args = ["--head", head.ip, "--ssh-user", testhosts.user, "--ssh-key", str(testhosts.key), "--name", "moved"]
     result = run_rlkit("launch", "onprem", *args)
     assert result.returncode == 2

@@ -277,15 +277,17 @@ def launch_onprem(
         config = render_onprem_config(spec, marker)
         config_path = workdir / "cluster.yaml"
         atomic_write(config_path, yaml.safe_dump(config, sort_keys=False), mode=0o600)
+        # A relaunch keeps its local port, so that its address stays the same.
+        port = (previous.ports if previous else {}).get(tunnel.TUNNEL_PORT) or tunnel.free_port()
         record = ClusterRecord(
             name=spec.name,
             provider=PROVIDER,
-            address="",
-            dashboard_url="",
+            address=tunnel.dashboard_url(port),
+            dashboard_url=tunnel.dashboard_url(port),
             state="starting",
             token_path=str(auth.create_token_file(spec.name)),
             gcs_address=f"{_url_host(head)}:{spec.gcs_port}",
-            ports={"gcs": spec.gcs_port, "dashboard": spec.dashboard_port},
+            ports={"gcs": spec.gcs_port, "dashboard": spec.dashboard_port, tunnel.TUNNEL_PORT: port},
             process_marker=marker,
             ssh={"user": spec.ssh_user, "key": str(login.key), "head": head},
             config_path=str(config_path),
@@ -309,7 +311,7 @@ def launch_onprem(
             _discard(record)
             raise
         record.state = "up"
-        registry.register(record)
+        registry.register(record, replaces=previous.address if previous else None)
         report(spec.name, "up")
         return OnPremLaunch(record, alive)
 

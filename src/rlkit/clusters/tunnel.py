@@ -42,9 +42,9 @@ def start(record: ClusterRecord, timeout_s: float) -> ClusterRecord:
     ssh = record.ssh or {}
     login = SshLogin(ssh["user"], Path(ssh["key"]))
     head, remote_port = ssh["head"], record.ports["dashboard"]
-    port = record.ports.get(TUNNEL_PORT) or _free_port()
+    port = record.ports[TUNNEL_PORT]
     if not _port_free(port):
-        port = _free_port()
+        port = free_port()
     forward = ["-N", "-L", f"127.0.0.1:{port}:127.0.0.1:{remote_port}", "-o", "ExitOnForwardFailure=yes",
                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]  # fmt: skip
     log_path = paths.private_dir(paths.rlkit_home() / "tunnels") / f"{record.name}.log"
@@ -119,7 +119,8 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A local port free now (the tunnel's ExitOnForwardFailure catches a race)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
