@@ -23,6 +23,7 @@ in ``launch.log``.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import secrets
 import shlex
@@ -200,10 +201,8 @@ def _check_spec(spec: OnPremSpec) -> None:
     key = Path(spec.ssh_key).expanduser()
     if not key.is_file():
         raise SshKeyError(f"SSH key {key} not found", "pass --ssh-key with the private key that logs in to the hosts")
-    try:
-        key.open("rb").close()
-    except OSError:
-        raise SshKeyError(f"SSH key {key} is not readable by this user", "check its owner and mode (0600)") from None
+    if not os.access(key, os.R_OK):
+        raise SshKeyError(f"SSH key {key} is not readable by this user", "check its owner and mode (0600)")
     if not spec.ssh_user:
         raise BadInputError("no SSH user given", "pass --ssh-user")
     hosts = [spec.head, *spec.workers]
@@ -258,9 +257,10 @@ def launch_onprem(
     config = render_onprem_config(spec, "")
     with locks.cluster_lock(spec.name, LOCK_TIMEOUT_S):
         previous = registry.claim_name(spec.name, PROVIDER)
-        if previous and _is_up(previous, ssh_timeout_s):
+        if previous:
+            previous = _with_tunnel(previous, ssh_timeout_s)
+        if previous and is_up(previous):
             report(spec.name, "already up")
-            previous = tunnel.ensure(previous, ssh_timeout_s)
             return OnPremLaunch(previous, len(alive_nodes(previous)), already_up=True)
         if previous:
             report(spec.name, "clearing the stopped cluster")
@@ -316,11 +316,13 @@ def launch_onprem(
         return OnPremLaunch(record, alive)
 
 
-def _is_up(record: ClusterRecord, timeout_s: float) -> bool:
+def _with_tunnel(record: ClusterRecord, timeout_s: float) -> ClusterRecord:
+    """``record`` with its tunnel opened again if it can be; as it is if not
+    (its head is down: the cluster is relaunched)."""
     try:
-        return is_up(tunnel.ensure(record, timeout_s))
+        return tunnel.ensure(record, timeout_s)
     except RlkitError:
-        return False
+        return record
 
 
 def _commands(config: dict[str, Any], fields: tuple[str, ...]) -> str:

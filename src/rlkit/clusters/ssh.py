@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rlkit import paths
 from rlkit.clusters import locks
+from rlkit.clusters.files import atomic_write
 from rlkit.errors import BadInputError, WorkFailedError
 
 USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
@@ -135,9 +136,8 @@ def trust_on_first_use(hosts: list[str], notice: Notice, timeout_s: float) -> No
                 "check the address and that sshd runs there",
             )
         path = paths.private_dir(known_hosts_file().parent) / known_hosts_file().name
-        with open(path, "a", encoding="utf-8") as out:
-            out.write("\n".join(lines) + "\n")
-        path.chmod(0o600)
+        recorded = path.read_text(encoding="utf-8") if path.is_file() else ""
+        atomic_write(path, recorded + "\n".join(lines) + "\n", mode=0o600)
         for host in new:
             notice(f"{host}: first contact, host key recorded in {path}: {_fingerprints(host, lines)}")
 

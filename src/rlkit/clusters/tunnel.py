@@ -47,7 +47,7 @@ def start(record: ClusterRecord, timeout_s: float) -> ClusterRecord:
         port = free_port()
     forward = ["-N", "-L", f"127.0.0.1:{port}:127.0.0.1:{remote_port}", "-o", "ExitOnForwardFailure=yes",
                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]  # fmt: skip
-    log_path = paths.private_dir(paths.rlkit_home() / "tunnels") / f"{record.name}.log"
+    log_path = _log_path(record.name)
     with open(log_path, "w", encoding="utf-8") as log:
         # Its own session: the tunnel outlives the rlkit command that opened it.
         proc = subprocess.Popen(
@@ -91,6 +91,12 @@ def stop(record: ClusterRecord) -> None:
     """End the tunnel process, if it is still the one rlkit started."""
     if record.tunnel is not None:
         procs.terminate([[record.tunnel]], grace_s=5.0)
+    _log_path(record.name).unlink(missing_ok=True)
+
+
+def _log_path(name: str) -> Path:
+    """ssh's own output, where a tunnel that fails to open says why."""
+    return paths.private_dir(paths.rlkit_home() / "tunnels") / f"{name}.log"
 
 
 def _end(proc: subprocess.Popen[bytes]) -> None:
