@@ -110,6 +110,12 @@ def test_launch_two_nodes_through_tunnel_then_teardown(testhosts: SshHosts, tmp_
             copy = testhosts.ssh(host, "stat -c %a ~/.rlkit/node-tokens/lab && cat ~/.rlkit/node-tokens/lab")
             assert copy.stdout.split() == ["600", token_here.read_text().strip()]
             assert "raylet" in host_processes(testhosts, host)
+            # Ray runs with a clean environment: the login shell's variables stay out
+            # (-n: the newest raylet, not the foreign one).
+            environ = testhosts.ssh(host, "tr '\\0' '\\n' < /proc/$(pgrep -nx raylet)/environ | cut -d= -f1")
+            names = set(environ.stdout.split())
+            assert {"PATH", "RLKIT_CLUSTER_MARKER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"} <= names, environ
+            assert not names & {"OMP_NUM_THREADS", "PYTHONWARNINGS", "SSH_CONNECTION", "PWD", "SHLVL"}, names
 
         # The tunnel, gone, is opened again by the next command that looks the
         # cluster up: only to the head's recorded key, like every connection.

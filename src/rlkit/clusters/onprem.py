@@ -29,6 +29,7 @@ import secrets
 import shlex
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -299,12 +300,12 @@ def launch_onprem(
             report(spec.name, "copying the token to the nodes")
             _copy_token(login, record, [head, *workers], up_timeout_s)
             report(spec.name, f"starting the head (log: {log})")
-            _run_nodes(spec.name, login, {head: _commands(config, _HEAD_COMMANDS)}, log, up_timeout_s)
+            _run_nodes(record, login, {head: _commands(config, _HEAD_COMMANDS)}, log, up_timeout_s)
             record = tunnel.start(record, ssh_timeout_s)
             save_record(record)
             if workers:
                 report(spec.name, f"starting {len(workers)} workers")
-                _run_nodes(spec.name, login, {w: _commands(config, _WORKER_COMMANDS) for w in workers}, log, up_timeout_s)
+                _run_nodes(record, login, {w: _commands(config, _WORKER_COMMANDS) for w in workers}, log, up_timeout_s)
             report(spec.name, f"waiting for {1 + len(workers)} nodes")
             alive = wait_for_nodes(record, 1 + len(workers), timeout_s=join_timeout_s)
         except BaseException:
@@ -342,16 +343,31 @@ def _copy_token(login: SshLogin, record: ClusterRecord, hosts: list[str], timeou
         raise WorkFailedError(f"{record.name}: copying the token to {host} failed: {failure_line(proc)}")
 
 
-def _run_nodes(name: str, login: SshLogin, commands: dict[str, str], log: Path, timeout_s: float) -> None:
-    """Run each node's commands (all nodes at once); their output goes to ``log``."""
+def _run_nodes(record: ClusterRecord, login: SshLogin, commands: dict[str, str], log: Path, timeout_s: float) -> None:
+    """Run each node's commands (all nodes at once), their output to ``log``.
+
+    A node that fails gets one more try, after its processes of this
+    cluster are ended: ``ray start`` gives a node 30 s (fixed) to register
+    with the GCS, which a busy machine can miss, and Ray's own launcher
+    retries a node too."""
+    failed = _run_once(login, commands, log, timeout_s)
+    if failed:
+        login.run_all({host: _stop_command(record) for host in failed}, timeout_s)
+        failed = _run_once(login, {host: commands[host] for host in failed}, log, timeout_s)
+    if failed:
+        host, proc = next(iter(failed.items()))
+        raise WorkFailedError(f"{record.name}: starting Ray on {host} failed: {failure_line(proc)}", f"its output: {log}")
+
+
+def _run_once(
+    login: SshLogin, commands: dict[str, str], log: Path, timeout_s: float
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Run each node's commands once; the nodes where they failed."""
     results = login.run_all(commands, timeout_s)
     with open(log, "a", encoding="utf-8") as out:
         for host, proc in results.items():
             out.write(f"===== {host}: exit status {proc.returncode}\n{proc.stdout}{proc.stderr}\n")
-    failed = [(h, p) for h, p in results.items() if p.returncode]
-    if failed:
-        host, proc = failed[0]
-        raise WorkFailedError(f"{name}: starting Ray on {host} failed: {failure_line(proc)}", f"its output: {log}")
+    return {host: proc for host, proc in results.items() if proc.returncode}
 
 
 def _discard(record: ClusterRecord) -> None:
@@ -398,6 +414,7 @@ def wait_for_nodes(record: ClusterRecord, expected: int, *, timeout_s: float) ->
 # Ends the processes whose environment holds the marker, and their
 # descendants (Ray's workers write their title over their environment), on
 # one node: SIGTERM, then SIGKILL after 10 s; prints how many there were.
+# Not `ray stop`, which ends every Ray process on the host.
 _STOP_SCRIPT = r"""
 m={entry}
 roots=$(grep -lzxF "$m" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | tr '\n' ' ')
@@ -412,8 +429,14 @@ for _ in $(seq 100); do
   [ -z "$alive" ] && break; sleep 0.1
 done
 [ -z "$alive" ] || kill -KILL $alive 2>/dev/null
-rm -f {token}
+true
 """
+
+
+def _stop_command(record: ClusterRecord) -> str:
+    """The shell command that ends this cluster's processes on a node."""
+    entry = shlex.quote(f"{MARKER_ENV}={record.process_marker}")
+    return f"bash -c {shlex.quote(_STOP_SCRIPT.format(entry=entry))}"
 
 
 def describe_stop(record: ClusterRecord) -> list[str]:
@@ -441,10 +464,8 @@ def stop(record: ClusterRecord, *, timeout_s: float = 120.0, keep_logs: bool = F
     head, workers = config["provider"]["head_ip"], config["provider"]["worker_ips"]
     workdir = Path(str(record.config_path)).parent
     login = SshLogin(config["auth"]["ssh_user"], Path(config["auth"]["ssh_private_key"]))
-    script = _STOP_SCRIPT.format(
-        entry=shlex.quote(f"{MARKER_ENV}={record.process_marker}"), token=f"~/{shlex.quote(_node_token_path(record.name))}"
-    )
-    results = login.run_all({ip: f"bash -c {shlex.quote(script)}" for ip in [head, *workers]}, timeout_s)
+    command = f"{_stop_command(record)} && rm -f ~/{shlex.quote(_node_token_path(record.name))}"
+    results = login.run_all({ip: command for ip in [head, *workers]}, timeout_s)
     failures = [f"{ip}: {failure_line(proc)}" for ip, proc in results.items() if proc.returncode]
     if failures:
         raise WorkFailedError(
