@@ -18,9 +18,9 @@ def onprem(
     ssh_user: str = typer.Option(..., "--ssh-user", help="User that rlkit and Ray log in as on every host."),
     ssh_key: Path = typer.Option(..., "--ssh-key", help="Private key of that user (no passphrase prompt)."),
     name: str = typer.Option("onprem", "--name", "-n", help="Cluster name."),
-    config: Path = typer.Option(DEFAULT_TEMPLATE, "--config", help="Cluster template (a ray up config)."),
-    timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for every node to join after ray up."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the rendered ray up config; start nothing."),
+    config: Path = typer.Option(DEFAULT_TEMPLATE, "--config", help="Cluster template (node commands, in ray up's format)."),
+    timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for every node to join after its ray start."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the rendered config; start nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print the registered record as JSON."),
 ) -> int:
     """Start Ray on your own machines over SSH, token auth on, the dashboard behind an SSH tunnel.
@@ -55,7 +55,7 @@ def onprem(
         else:
             import yaml
 
-            output.note("Dry run: nothing is started. The config ray up would get:")
+            output.note("Dry run: nothing is started. The config rlkit would run:")
             output.console.print(yaml.safe_dump(rendered, sort_keys=False), markup=False, highlight=False)
         return 0
 
