@@ -1,8 +1,11 @@
-"""The on-prem provider against real sshd test hosts: ray up, token auth, ray down."""
+"""The on-prem provider against real sshd test hosts: host keys, token auth, the tunnel, teardown."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -20,7 +23,7 @@ from rlkit.clusters import dashboard, onprem, registry
 from rlkit.clusters.records import load_record
 from rlkit.clusters.ssh import SshLoginError
 from rlkit.errors import WorkFailedError
-from tests.cli_helpers import run_rlkit
+from tests.cli_helpers import one_error_line, run_rlkit
 from tests.testhosts_fixture import SshHosts, start_hosts, stop_hosts
 
 pytestmark = pytest.mark.timeout(300)
@@ -35,19 +38,68 @@ def host_processes(hosts: SshHosts, host) -> set[str]:
     return set(result.stdout.split())
 
 
-def test_launch_two_nodes_with_token_then_teardown(testhosts: SshHosts) -> None:
-    head, worker = testhosts.hosts
-    spec = onprem.OnPremSpec(
-        name="lab", head=head.ip, workers=(worker.ip,), ssh_user=testhosts.user, ssh_key=testhosts.key
+def fingerprints(hosts: SshHosts) -> dict[str, str]:
+    """Each test host's key fingerprint, as ``ssh-keygen -l`` shows it."""
+    listed = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(hosts.ssh_config.parent / "known_hosts")], capture_output=True, text=True, check=True
     )
-    try:
-        launched = onprem.launch_onprem(spec, join_timeout_s=120)
-        record = launched.record
-        assert launched.nodes_alive == 2
-        assert sorted(n["node_ip"] for n in onprem.alive_nodes(record)) == sorted([head.ip, worker.ip])
-        assert record.gcs_address == f"{head.ip}:6379"
-        assert registry.get_cluster("lab").dashboard_url == f"http://{head.ip}:8265"
+    return {line.split()[2]: line.split()[1] for line in listed.stdout.splitlines()}
 
+
+def tunnels_to(ip: str) -> list[int]:
+    """This user's ssh processes that forward a port to ``ip``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == b"ssh" and b"-L" in argv and any(a.endswith(f"@{ip}".encode()) for a in argv):
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+def other_key(tmp_path: Path) -> str:
+    """A host key (type and key) that no test host has."""
+    path = tmp_path / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return " ".join(path.with_suffix(".pub").read_text().split()[:2])
+
+
+def wait_gone(pid: int) -> None:
+    for _ in range(100):
+        if not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} still runs")
+
+
+def test_launch_two_nodes_through_tunnel_then_teardown(testhosts: SshHosts, tmp_path: Path) -> None:
+    head, worker = testhosts.hosts
+    # A Ray-like process of someone else on the head: `ray stop` would end it.
+    foreign = testhosts.ssh(head, "cp /bin/sleep /tmp/raylet && { setsid /tmp/raylet 600 </dev/null >/dev/null 2>&1 & echo $!; }")
+    assert foreign.returncode == 0, foreign.stderr
+    foreign_pid = foreign.stdout.split()[0]
+    args = ["--head", head.ip, "--workers", worker.ip, "--ssh-user", testhosts.user, "--ssh-key", str(testhosts.key)]
+    try:
+        launched = run_rlkit("launch", "onprem", "--name", "lab", *args, "--timeout", "120")
+        assert launched.returncode == 0, launched.stderr
+        # First contact: each host's key is recorded, its fingerprint shown once.
+        known = subprocess.run(["ssh-keygen", "-l", "-f", str(paths.rlkit_home() / "known_hosts")],
+                               capture_output=True, text=True, check=True).stdout
+        for host in testhosts.hosts:
+            fingerprint = fingerprints(testhosts)[host.ip]
+            assert launched.stderr.count(fingerprint) == 1, launched.stderr
+            assert f"{fingerprint} {host.ip}" in known
+
+        record = load_record("lab")
+        assert record is not None and record.tunnel is not None
+        url = f"http://127.0.0.1:{record.ports['tunnel']}"
+        assert record.dashboard_url == url and registry.get_cluster("lab").address == url
+        assert sorted(n["node_ip"] for n in onprem.alive_nodes(record)) == sorted([head.ip, worker.ip])
+        # The dashboard listens on the head's loopback only: not from the network.
+        with pytest.raises(OSError):
+            socket.create_connection((head.ip, 8265), timeout=3).close()
         # Token auth is on: the dashboard refuses a request without the token.
         with pytest.raises(dashboard.DashboardError) as refused:
             dashboard.get_json(record.dashboard_url, "/api/v0/nodes", None, timeout=5)
@@ -58,20 +110,87 @@ def test_launch_two_nodes_with_token_then_teardown(testhosts: SshHosts) -> None:
             copy = testhosts.ssh(host, "stat -c %a ~/.rlkit/node-tokens/lab && cat ~/.rlkit/node-tokens/lab")
             assert copy.stdout.split() == ["600", token_here.read_text().strip()]
             assert "raylet" in host_processes(testhosts, host)
+            # Ray runs with a clean environment: the login shell's variables stay out
+            # (-n: the newest raylet, not the foreign one).
+            environ = testhosts.ssh(host, "tr '\\0' '\\n' < /proc/$(pgrep -nx raylet)/environ | cut -d= -f1")
+            names = set(environ.stdout.split())
+            assert {"PATH", "RLKIT_CLUSTER_MARKER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"} <= names, environ
+            assert not names & {"OMP_NUM_THREADS", "PYTHONWARNINGS", "SSH_CONNECTION", "PWD", "SHLVL"}, names
+
+        # The tunnel, gone, is opened again by the next command that looks the
+        # cluster up: only to the head's recorded key, like every connection.
+        os.kill(record.tunnel.pid, signal.SIGTERM)
+        wait_gone(record.tunnel.pid)
+        known_path = paths.rlkit_home() / "known_hosts"
+        recorded = known_path.read_text()
+        others = [ln for ln in recorded.splitlines() if not ln.startswith(f"{head.ip} ")]
+        known_path.write_text("\n".join([*others, f"{head.ip} {other_key(tmp_path)}"]) + "\n")
+        refused = run_rlkit("status", "lab", "--json")
+        row = json.loads(refused.stdout)["clusters"][0]
+        assert row["state"] == "UNREACHABLE" and f"host key of {head.ip}" in row["detail"], row
+        assert str(known_path) in row["detail"]
+        known_path.write_text(recorded)
+        status = run_rlkit("status", "lab", "--json")
+        assert status.returncode == 0, status.stderr
+        row = json.loads(status.stdout)["clusters"][0]
+        assert (row["state"], row["nodes_alive"]) == ("UP", 2), row
+        reopened = load_record("lab")
+        assert reopened.tunnel.pid != record.tunnel.pid and reopened.dashboard_url == url
 
         torn = run_rlkit("teardown", "lab", "-y")
         assert torn.returncode == 0, torn.stderr
     finally:
         if load_record("lab"):
             onprem.stop(load_record("lab"))
+        left = testhosts.ssh(head, f"kill {foreign_pid} && while kill -0 {foreign_pid} 2>/dev/null; do sleep 0.05; done")
 
+    assert left.returncode == 0, "the teardown stopped a Ray process of another cluster"
     assert load_record("lab") is None
     assert "lab" not in [c.name for c in registry.list_clusters()]
     assert not token_here.exists()
     assert not onprem.workdir_for("lab").exists()
+    assert tunnels_to(head.ip) == []
     for host in testhosts.hosts:
         assert host_processes(testhosts, host) <= IDLE
         assert testhosts.ssh(host, "test -e ~/.rlkit/node-tokens/lab").returncode == 1
+
+
+def test_changed_host_key_is_refused(testhosts: SshHosts, tmp_path: Path) -> None:
+    head = testhosts.hosts[0]
+    known = paths.rlkit_home() / "known_hosts"
+    paths.private_dir(known.parent)
+    known.write_text(f"{head.ip} {other_key(tmp_path)}\n")
+    args = ["--head", head.ip, "--ssh-user", testhosts.user, "--ssh-key", str(testhosts.key), "--name", "moved"]
+    result = run_rlkit("launch", "onprem", *args)
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert head.ip in line and str(known) in line
+    assert load_record("moved") is None
+    assert not paths.tokens_dir().joinpath("moved.token").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("head_start_ray_commands: [\n", "not valid YAML"),
+        ("- ray start --head\n", "not a mapping"),
+        ("provider: {type: local}\nhead_start_ray_commands: []\n", "has no worker_start_ray_commands"),
+        ("head_start_ray_commands: '{{ray_env}} ray start --head'\nworker_start_ray_commands: []\n", "must be a list"),
+        ("head_start_ray_commands: [ray stop]\nworker_start_ray_commands: []\n", "`ray stop`"),
+        ("head_start_ray_commands: [ray start --head]\nworker_start_ray_commands: []\n", "{{ray_env}}"),
+        ("head_start_ray_commands: ['{{ray_env}} ray start --head --dashboard-host=0.0.0.0']\n"
+         "worker_start_ray_commands: []\n", "in clear"),
+    ],
+)
+def test_malformed_template_is_one_line(tmp_path: Path, text: str, says: str) -> None:
+    template, key = tmp_path / "onprem.yaml", tmp_path / "key"
+    template.write_text(text)
+    key.write_text("not used: nothing is started\n")
+    result = run_rlkit("launch", "onprem", "--head", "127.0.0.1", "--ssh-user", "u", "--ssh-key", str(key),
+                       "--config", str(template), "--dry-run")
+    assert result.returncode == 2, result.stdout
+    line = one_error_line(result)
+    assert says in line and str(template) in line
 
 
 def test_missing_ssh_key_is_bad_input(tmp_path: Path) -> None:
@@ -146,18 +265,21 @@ def test_testhosts_stop_removes_everything() -> None:
     assert not state_dir.exists()
 
 
-def test_failed_ray_up_is_undone(testhosts: SshHosts, tmp_path: Path) -> None:  # noqa: F811
-    head = testhosts.hosts[0]
+def test_failed_launch_is_undone(testhosts: SshHosts, tmp_path: Path) -> None:  # noqa: F811
+    head, worker = testhosts.hosts
     template = tmp_path / "bad.yaml"
-    template.write_text(onprem.DEFAULT_TEMPLATE.read_text().replace("ray start --head", "ray start --head --bogus"))
+    template.write_text(onprem.DEFAULT_TEMPLATE.read_text().replace("ray start --address", "ray start --bogus --address"))
     spec = onprem.OnPremSpec(
-        name="bad", head=head.ip, ssh_user=testhosts.user, ssh_key=testhosts.key, template=template
+        name="bad", head=head.ip, workers=(worker.ip,), ssh_user=testhosts.user, ssh_key=testhosts.key,
+        template=template,
     )
     with pytest.raises(WorkFailedError) as err:
         onprem.launch_onprem(spec)
     assert err.value.exit_code == 1
-    assert "No such option '--bogus'" in str(err.value) and "\n" not in str(err.value)
+    assert "No such option '--bogus'" in str(err.value) and worker.ip in str(err.value) and "\n" not in str(err.value)
     assert (onprem.workdir_for("bad") / "launch.log").exists()  # kept for reading
     assert load_record("bad") is None
     assert not paths.tokens_dir().joinpath("bad.token").exists()
+    # The head had started: its processes and the tunnel to it are gone again.
     assert "raylet" not in host_processes(testhosts, head)
+    assert tunnels_to(head.ip) == []

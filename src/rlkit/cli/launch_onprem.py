@@ -9,7 +9,7 @@ import typer
 from rlkit.cli import output, results
 from rlkit.clusters.onprem import DEFAULT_TEMPLATE
 
-_TOKEN_AT_LAUNCH = "<the cluster's token file, made at launch>"
+_MARKER_AT_LAUNCH = "<made at launch>"
 
 
 def onprem(
@@ -18,16 +18,19 @@ def onprem(
     ssh_user: str = typer.Option(..., "--ssh-user", help="User that rlkit and Ray log in as on every host."),
     ssh_key: Path = typer.Option(..., "--ssh-key", help="Private key of that user (no passphrase prompt)."),
     name: str = typer.Option("onprem", "--name", "-n", help="Cluster name."),
-    config: Path = typer.Option(DEFAULT_TEMPLATE, "--config", help="Cluster template (a ray up config)."),
-    timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for every node to join after ray up."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the rendered ray up config; start nothing."),
+    config: Path = typer.Option(DEFAULT_TEMPLATE, "--config", help="Cluster template (node commands, in ray up's format)."),
+    timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for every node to join after its ray start."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the rendered config; start nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print the registered record as JSON."),
 ) -> int:
-    """Start Ray on your own machines with Ray's cluster launcher (ray up), token auth on.
+    """Start Ray on your own machines over SSH, token auth on, the dashboard behind an SSH tunnel.
 
     Every host must accept SSH logins with the key, and have `ray` (the same
-    version as here) on PATH in a login shell. The token is made per cluster,
-    stored 0600 under $RLKIT_HOME/tokens, copied to the nodes, never printed.
+    version as here) on PATH in a login shell. Host keys are checked against
+    ~/.ssh/known_hosts and $RLKIT_HOME/known_hosts; a host in neither is
+    trusted on first use and its fingerprint shown. The token is made per
+    cluster, stored 0600 under $RLKIT_HOME/tokens, copied to the nodes over
+    SSH, never printed.
 
     Examples:
 
@@ -46,18 +49,20 @@ def onprem(
         template=config,
     )
     if dry_run:
-        rendered = provider.render_onprem_config(spec, _TOKEN_AT_LAUNCH)
+        rendered = provider.render_onprem_config(spec, _MARKER_AT_LAUNCH)
         if as_json:
             output.print_json(rendered)
         else:
             import yaml
 
-            output.note("Dry run: nothing is started. The config ray up would get:")
+            output.note("Dry run: nothing is started. The config rlkit would run:")
             output.console.print(yaml.safe_dump(rendered, sort_keys=False), markup=False, highlight=False)
         return 0
 
     with output.err_console.status(f"{name}: starting") as status:
-        launched = provider.launch_onprem(spec, lambda n, stage: status.update(f"{n}: {stage}"), join_timeout_s=timeout)
+        launched = provider.launch_onprem(
+            spec, lambda n, stage: status.update(f"{n}: {stage}"), output.note, join_timeout_s=timeout
+        )
     record = launched.record
     if as_json:
         output.print_json({**record.to_dict(), "nodes_alive": launched.nodes_alive})

@@ -21,8 +21,8 @@ def teardown(
     """Stop clusters that rlkit launched and remove their entries.
 
     A local cluster is stopped by its own processes only (never `ray stop`,
-    which would stop every cluster on the machine); an on-prem one with
-    `ray down`. Entries written by hand are never touched. A cluster that
+    which would stop every cluster on the machine); an on-prem one by its
+    own processes on every node, and its SSH tunnel. Entries written by hand are never touched. A cluster that
     runs rlkit jobs is stopped only with --force, its jobs first. Several
     clusters stop in parallel; exit code 3 when some of them failed.
 

@@ -40,6 +40,12 @@ def _read(pid: int, name: str) -> bytes:
         return b""
 
 
+def process_ref(pid: int) -> ProcessRef | None:
+    """The running process ``pid``, told apart from later ones by its start time."""
+    stat = _stat(pid)
+    return None if stat is None else ProcessRef(pid, stat[2])
+
+
 def is_running(ref: ProcessRef) -> bool:
     """True while that very process runs (a zombie has finished running)."""
     stat = _stat(ref.pid)

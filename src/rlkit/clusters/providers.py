@@ -5,7 +5,7 @@ A provider is a module ``rlkit.clusters.<provider>`` with two functions::
     describe_stop(record: ClusterRecord) -> list[str]   # for the prompt
     stop(record: ClusterRecord) -> StopResult           # idempotent
 
-``local`` is one; ``onprem`` (``ray down``) and ``kuberay`` plug in the same way.
+``local`` is one; ``onprem`` (over SSH) and ``kuberay`` plug in the same way.
 """
 
 from __future__ import annotations

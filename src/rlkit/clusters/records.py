@@ -67,6 +67,8 @@ class ClusterRecord:
     # inherits it, which tells them apart from other clusters' processes.
     process_marker: str | None = None
     pids: list[ProcessRef] = field(default_factory=list)
+    # The SSH tunnel to an on-prem head's dashboard (its local port is ports["tunnel"]).
+    tunnel: ProcessRef | None = None
     ssh: dict[str, str] | None = None
     config_path: str | None = None
 
@@ -79,6 +81,8 @@ class ClusterRecord:
         # Keys written by a newer rlkit are ignored rather than fatal.
         values = {k: v for k, v in data.items() if k in known}
         values["pids"] = [ProcessRef(**p) for p in values.get("pids", [])]
+        if values.get("tunnel"):
+            values["tunnel"] = ProcessRef(**values["tunnel"])
         return cls(**values)
 
 

@@ -6,9 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rlkit import paths
-from rlkit.clusters import address_file
+from rlkit.clusters import address_file, tunnel
 from rlkit.clusters.address_file import AddressEntry
 from rlkit.clusters.auth import TokenSource, token_source
+from rlkit.clusters.parallel import run_parallel
 from rlkit.clusters.records import ClusterRecord, delete_record, list_records, load_record, save_record
 from rlkit.errors import BadInputError, UnknownClusterError
 
@@ -25,6 +26,8 @@ class Cluster:
     name: str
     entry: AddressEntry | None
     record: ClusterRecord | None
+    # Why the SSH tunnel to its dashboard could not be opened again, when it could not.
+    tunnel_error: str | None = None
 
     @property
     def provider(self) -> str:
@@ -74,11 +77,24 @@ class Cluster:
 def list_clusters() -> list[Cluster]:
     """Every cluster: address-file entries in file order, then records whose
     line is gone from the file."""
+    # Tunnels first: one reopened on another port rewrites its address line.
+    listed, tunnel_errors = _with_tunnels(list_records())
+    records = {r.name: r for r in listed}
     entries = address_file.read_entries()
-    records = {r.name: r for r in list_records()}
-    clusters = [Cluster(e.name, e, records.pop(e.name, None)) for e in entries]
-    clusters += [Cluster(r.name, None, r) for r in records.values()]
+    clusters = [Cluster(e.name, e, records.pop(e.name, None), tunnel_errors.get(e.name)) for e in entries]
+    clusters += [Cluster(r.name, None, r, tunnel_errors.get(r.name)) for r in records.values()]
     return clusters
+
+
+def _with_tunnels(records: list[ClusterRecord]) -> tuple[list[ClusterRecord], dict[str, str]]:
+    """The records, with the SSH tunnels of those whose tunnel is gone
+    opened again (all at once), and why, per name, one could not be."""
+    gone = [r for r in records if r.tunnel is not None and r.state == "up" and not tunnel.is_open(r)]
+    outcomes = run_parallel(tunnel.ensure, gone, timeout=tunnel.LOCK_TIMEOUT_S)
+    reopened = {r.name: o.value for r, o in zip(gone, outcomes) if o.value is not None}
+    errors = {r.name: str(o.error or "no answer in time").removeprefix(f"{r.name}: ")
+              for r, o in zip(gone, outcomes) if o.value is None}
+    return [reopened.get(r.name, r) for r in records], errors
 
 
 def get_cluster(name: str) -> Cluster:

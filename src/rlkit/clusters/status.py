@@ -82,6 +82,9 @@ def probe(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> ClusterStatus
         status.state = STOPPED
         status.detail = f"torn down with --keep-entry; `rlkit launch {cluster.provider} --name {cluster.name}` starts it again"
         return status
+    if cluster.tunnel_error:
+        status.detail = cluster.tunnel_error
+        return status
     deadline = time.monotonic() + timeout
 
     def get(path: str, token: str | None) -> Any:
