@@ -222,10 +222,12 @@ def submit(
     working_dir: Path = Path("."),
     runs_dir: str | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
+    include: tuple[str, ...] = (),
 ) -> list[SubmitResult]:
     """Plan, pack and submit in one call: ``rlkit submit`` from Python.
     Raises ``RlkitError`` for bad input (nothing is sent then); a cluster
-    that fails is reported in its results."""
+    that fails is reported in its results. ``include``: patterns of files
+    to send although they match ``package.SECRETS``."""
     plan = plan_submissions(specs, clusters, broadcast=broadcast, working_dir=working_dir, runs_dir=runs_dir)
-    with package.packed(plan.working_dir) as shipment:
+    with package.packed(plan.working_dir, include) as shipment:
         return submit_plan(plan, shipment, timeout)
