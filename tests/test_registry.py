@@ -17,6 +17,8 @@ from rlkit.clusters import auth, registry
 from rlkit.clusters.address_file import parse_address, parse_entries, read_entries, remove_entry, set_entry
 from rlkit.clusters.records import ClusterRecord, ProcessRef, load_record, save_record
 from rlkit.errors import AddressFileError, BadInputError, UnknownClusterError
+from tests.cli_helpers import one_error_line, run_rlkit
+from tests.conftest import CONFIGS
 
 DESIGN_EXAMPLE = """\
 # Cluster: lab-a
@@ -346,3 +348,18 @@ def test_removing_an_entry_removes_its_token_line(tmp_path: Path) -> None:
     path.write_text("# Cluster: a\n# Token: env\nhttp://127.0.0.1:1\n# Cluster: b\nhttp://127.0.0.1:2\n")
     assert remove_entry("a", "http://127.0.0.1:1", path)
     assert path.read_text() == "# Cluster: b\nhttp://127.0.0.1:2\n"
+
+
+@pytest.mark.parametrize(
+    ("address", "words"),
+    [
+        ("not an address", "--address: 'not an address' is not an address; use host:port"),
+        ("http://127.0.0.1:8265", "is a dashboard address; Ray connects to the GCS"),
+        ("", "--address: empty address"),
+        ("127.0.0.1:99999", "is not a port number"),
+    ],
+)
+def test_train_refuses_an_address_ray_cannot_connect_to(address: str, words: str) -> None:
+    result = run_rlkit("train", str(CONFIGS / "ppo_cartpole.yaml"), "--address", address)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert words in one_error_line(result)

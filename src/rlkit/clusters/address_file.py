@@ -119,6 +119,22 @@ def parse_address(text: str) -> RayAddress:
     return RayAddress(scheme, match["host"], port, (match["path"] or "").rstrip("/"))
 
 
+def parse_init_address(text: str) -> str:
+    """An address ``ray.init`` connects to (``--address``, ``RAY_ADDRESS``):
+    ``auto``, ``local``, a GCS ``host:port`` or ``ray://host:port``.
+    ``ValueError`` says what is wrong with it."""
+    text = text.strip()
+    if text in ("auto", "local"):
+        return text
+    if any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} is not an address; use host:port (the GCS, usually {GCS_PORT}), "
+                         "ray://host:port, auto or local")
+    if parse_address(text).scheme in ("http", "https"):
+        raise ValueError(f"{text!r} is a dashboard address; Ray connects to the GCS (host:{GCS_PORT}) "
+                         f"or a Ray Client address (ray://host:{CLIENT_PORT})")
+    return text
+
+
 @dataclass(frozen=True)
 class AddressEntry:
     """One cluster in the address file.
