@@ -16,7 +16,7 @@ import pytest
 
 from rlkit import paths
 from rlkit.errors import BadInputError, ConfigError
-from rlkit.jobs.package import packed
+from rlkit.jobs.package import left_out_summary, packed
 from rlkit.jobs.spec import (
     JobSpec,
     load_job_file,
@@ -134,8 +134,10 @@ def test_secrets_stay_home_listed_in_one_line_unless_included(tmp_path: Path) ->
     assert plan["files"] == 6
     [line] = [line for line in result.stderr.splitlines() if line.strip()]
     assert line.startswith("left out of the working dir as secrets: ")
-    assert ".ssh/ (2 files)" in line and "infra/.aws/" in line and ".rlkit/" in line and "keys/client.key" in line
+    assert ".env, .git-credentials, .netrc, hf_token, id_rsa, lab.token, .kube/, .rlkit/ and 4 more" in line
     assert "id_rsa.pub" not in line and "(--include PATTERN sends one)" in line
+    summary = left_out_summary([".ssh/config", ".ssh/known_hosts", "infra/.aws/credentials", ".rlkit/tokens/", "a.pem"])
+    assert summary == ".ssh/ (2 files), infra/.aws/, .rlkit/, a.pem"
 
 
 def test_rlkits_home_in_the_working_dir_is_refused_even_when_included(tmp_path: Path) -> None:
@@ -177,6 +179,8 @@ def test_a_working_dir_over_rays_upload_limit_is_refused_before_upload(project: 
         (["--", ""], "the entrypoint is empty"),
         (["a", "--", ""], "starts with 'a', the name of a cluster"),
         (["b", "--", "rlkit", "train", "configs/ppo_cartpole.yaml"], "name clusters with --cluster: rlkit submit --cluster b"),
+        (["--include", "", "--", "python", "x.py"], "--include '' is not a file pattern"),
+        (["--include", "!.env", "--", "python", "x.py"], "--include '!.env' is not a file pattern"),
         (["--", "rlkit", "train", "configs/ppo_cartpole.yaml", "--address", "not an address"],
          "--address: 'not an address' is not an address"),
         (["--", "rlkit", "train", "configs/nope.yaml"], "configs/nope.yaml: no such file in the working dir"),

@@ -86,10 +86,25 @@ def packed(working_dir: Path, include: tuple[str, ...] = ()) -> Iterator[Shipmen
     if not source.is_dir():
         raise BadInputError(f"working dir {working_dir} is not a directory", "pass --working-dir DIR")
     _refuse_rlkit_home(source)
+    _check_patterns(include)
     with tempfile.TemporaryDirectory(prefix="rlkit-submit-") as tmp:
         work, left_out = _pack_working_dir(source, Path(tmp) / "working_dir.zip", include)
         modules, names = _pack_modules(Path(tmp) / "rlkit_modules.zip")
         yield Shipment(source, work, modules, names, left_out)
+
+
+def _check_patterns(include: tuple[str, ...]) -> None:
+    """Each ``--include`` is one .gitignore line that takes files back."""
+    from ray._private.thirdparty.pathspec import PathSpec
+
+    for pattern in include:
+        try:
+            if not pattern.strip() or pattern.startswith(("!", "#")):
+                raise ValueError
+            PathSpec.from_lines("gitwildmatch", [pattern])
+        except Exception:  # noqa: BLE001 - pathspec fails on a malformed pattern in many ways
+            raise BadInputError(f"--include {pattern!r} is not a file pattern",
+                                "write it as a .gitignore line, e.g. --include .env.example or --include 'keys/*.pem'") from None
 
 
 def _refuse_rlkit_home(source: Path) -> None:
@@ -155,6 +170,9 @@ def _secrets_left_out(source: Path, excludes: list[str], without_secrets: list[s
     return found
 
 
+_SHOWN = 8
+
+
 def left_out_summary(left_out: list[str]) -> str:
     """The secrets left out, in one short line: a directory that matches
     ``SECRETS`` (``.ssh/``) once, with the number of its files."""
@@ -167,7 +185,9 @@ def left_out_summary(left_out: list[str]) -> str:
         prefixes = ("/".join(parts[:i]) + "/" for i in range(1, len(parts)))
         shown_as = next((p for p in prefixes if secret.match_file(p)), entry)
         shown[shown_as] = shown.get(shown_as, 0) + 1
-    return ", ".join(name if count == 1 else f"{name} ({count} files)" for name, count in shown.items())
+    named = [name if count == 1 else f"{name} ({count} files)" for name, count in shown.items()]
+    more = f" and {len(named) - _SHOWN} more (`--dry-run --json` lists them)" if len(named) > _SHOWN else ""
+    return ", ".join(named[:_SHOWN]) + more
 
 
 def _virtualenvs(root: Path) -> list[str]:
