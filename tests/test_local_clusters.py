@@ -168,11 +168,12 @@ def test_wrong_port_is_named(lab: Lab, tmp_path: Path) -> None:
 def test_missing_or_wrong_token_fails_in_one_line(lab: Lab, tmp_path: Path) -> None:
     url = lab.records["t-1"].dashboard_url
     env = _write_entries(tmp_path, f"# Cluster: mine\n{url}\n")
-    env.update(RAY_AUTH_MODE="disabled")
+    # The shell's token is not for a line the user did not tie it to.
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="not-the-token")
     missing = run_rlkit("status", "mine", extra_env=env)
     assert missing.returncode == 1 and "AUTH-FAILED" in missing.stdout
-    assert "requires a token and none was sent" in missing.stdout
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="not-the-token")
+    assert "requires a token and none was sent (no token is tied to it: write '# Token: env'" in missing.stdout
+    env.update(_write_entries(tmp_path, f"# Cluster: mine\n# Token: env\n{url}\n"))
     wrong = run_rlkit("status", "mine", extra_env=env)
     assert wrong.returncode == 1 and "rejected the token (token: $RAY_AUTH_TOKEN)" in wrong.stdout
     assert "not-the-token" not in wrong.stdout + wrong.stderr

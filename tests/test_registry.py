@@ -17,6 +17,8 @@ from rlkit.clusters import auth, registry
 from rlkit.clusters.address_file import parse_address, parse_entries, read_entries, remove_entry, set_entry
 from rlkit.clusters.records import ClusterRecord, ProcessRef, load_record, save_record
 from rlkit.errors import AddressFileError, BadInputError, UnknownClusterError
+from tests.cli_helpers import one_error_line, run_rlkit
+from tests.conftest import CONFIGS
 
 DESIGN_EXAMPLE = """\
 # Cluster: lab-a
@@ -307,14 +309,57 @@ def test_invalid_launch_names_are_refused() -> None:
             check_name(bad)
 
 
-def test_hand_written_entry_tokens_follow_rays_own_rules(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    assert auth.token_source(None).read() is None  # Ray's CLI sends no token unless the mode is token
+def test_only_a_tied_hand_written_entry_takes_the_environments_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/nonexistent")
-    assert auth.token_source(None).read() == "from-env"
-    monkeypatch.delenv("RAY_AUTH_TOKEN")
-    assert auth.token_source(None).path == Path("/nonexistent")
+    paths.address_file().write_text(
+        "# Cluster: untied\nhttp://127.0.0.1:1\n# Cluster: tied\n# Token: env\nhttp://127.0.0.1:2\n"
+        "# Cluster: own-file\n# token: /srv/lab.token\nhttp://127.0.0.1:3\n"
+        "# Cluster: old\n# Token: env\n# Cluster: after-a-commented-out-entry\nhttp://127.0.0.1:4\n"
+    )
+    tokens = {c.name: c.token for c in registry.list_clusters()}
+    assert tokens["untied"].read() is None and tokens["after-a-commented-out-entry"].read() is None
+    assert tokens["tied"].read() == "from-env"
+    assert tokens["own-file"].path == Path("/srv/lab.token")
+    # A cluster rlkit launched has its own token, whatever its line says.
+    registry.register(ClusterRecord("dev", "local", "http://127.0.0.1:5", "http://127.0.0.1:5", token_path="/tok"))
+    paths.address_file().write_text(paths.address_file().read_text().replace("# Cluster: dev\n", "# Cluster: dev\n# Token: env\n"))
+    assert registry.get_cluster("dev").token.path == Path("/tok")
+    monkeypatch.delenv("RAY_AUTH_TOKEN")  # then as Ray's CLI: the file RAY_AUTH_TOKEN_PATH names
     with pytest.raises(BadInputError, match="token file /nonexistent is missing"):
-        auth.token_source(None).read()
+        registry.get_cluster("tied").token.read()
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("# Token: env\nhttp://127.0.0.1:1\n", 1, "'# Token:' line outside an entry"),
+        ("# Cluster: a\n# Token: lab.token\nhttp://127.0.0.1:1\n", 2, "neither 'env' nor an absolute token file path"),
+    ],
+)
+def test_a_misplaced_or_relative_token_line_names_file_and_line(text: str, line: int, words: str) -> None:
+    with pytest.raises(AddressFileError, match=f"<text>:{line}: .*{words}"):
+        parse_entries(text)
+
+
+def test_removing_an_entry_removes_its_token_line(tmp_path: Path) -> None:
+    path = tmp_path / "ray_address"
+    path.write_text("# Cluster: a\n# Token: env\nhttp://127.0.0.1:1\n# Cluster: b\nhttp://127.0.0.1:2\n")
+    assert remove_entry("a", "http://127.0.0.1:1", path)
+    assert path.read_text() == "# Cluster: b\nhttp://127.0.0.1:2\n"
+
+
+@pytest.mark.parametrize(
+    ("address", "words"),
+    [
+        ("not an address", "--address: 'not an address' is not an address; use host:port"),
+        ("http://127.0.0.1:8265", "is a dashboard address; Ray connects to the GCS"),
+        ("", "--address: empty address"),
+        ("127.0.0.1:99999", "is not a port number"),
+    ],
+)
+def test_train_refuses_an_address_ray_cannot_connect_to(address: str, words: str) -> None:
+    result = run_rlkit("train", str(CONFIGS / "ppo_cartpole.yaml"), "--address", address)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert words in one_error_line(result)

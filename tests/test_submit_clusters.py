@@ -125,6 +125,20 @@ def test_all_sends_one_job_to_every_cluster_with_rlkit_aboard(trio: Trio) -> Non
             assert "/runtime_resources/py_modules_files/" in module, module
 
 
+def test_a_job_finds_its_working_dir_without_the_secrets(trio: Trio, tmp_path: Path) -> None:
+    work = tmp_path / "project"
+    for name in ("train.py", "tokenizer.py", ".env", "keys/server.pem", ".ssh/id_ed25519", "sub/.aws/credentials"):
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text("x\n")
+    lister = "import os\nfor d, _, fs in os.walk('.'):\n    for f in fs: print('file', os.path.join(d, f)[2:])"
+    result = run_rlkit("submit", "-w", str(work), "--cluster", "s-1", "--include", "keys/*", "--follow",
+                       "--", "python", "-c", lister, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    shipped = sorted(line.split(" file ")[1] for line in result.stdout.splitlines() if " file " in line)
+    assert shipped == ["keys/server.pem", "tokenizer.py", "train.py"]
+    assert "left out of the working dir as secrets: .env, .ssh/, sub/.aws/" in result.stderr
+
+
 def test_more_jobs_than_clusters_go_round_robin(trio: Trio) -> None:
     jobs = [f"python -c 'print({i} * 111)'" for i in range(1, 4)]
     result = submit(trio, "--cluster", "s-1", "--cluster", "s-2", "--follow", *jobs)

@@ -16,7 +16,7 @@ import pytest
 
 from rlkit import paths
 from rlkit.errors import BadInputError, ConfigError
-from rlkit.jobs.package import packed
+from rlkit.jobs.package import left_out_summary, packed
 from rlkit.jobs.spec import (
     JobSpec,
     load_job_file,
@@ -104,6 +104,55 @@ def test_the_working_dir_leaves_runs_venvs_and_caches_behind(project: Path, tmp_
     assert "python -m rlkit train configs/ppo_cartpole.yaml" in text.stdout
 
 
+# Secrets as projects hold them, at the top and deeper down.
+SECRET_FILES = (".env", "deploy/.env.production", "id_rsa", "id_rsa.pub", "keys/server.pem", "keys/client.key",
+                ".ssh/config", ".ssh/known_hosts", "infra/.aws/credentials", ".netrc", ".git-credentials",
+                "hf_token", "lab.token", ".rlkit/tokens/lab.token", ".kube/config")
+
+
+def secret_project(root: Path) -> Path:
+    for name in (*SECRET_FILES, "train.py", "tokenizer.py", "keys/README.md", "src/env.py"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(f"contents of {name}\n")
+    return root
+
+
+def test_secrets_stay_home_listed_in_one_line_unless_included(tmp_path: Path) -> None:
+    work = secret_project(tmp_path / "code")
+    with packed(work) as shipment, ZipFile(shipment.working_dir.path) as archive:
+        names = sorted(n for n in archive.namelist() if not n.endswith("/"))
+    assert names == ["keys/README.md", "src/env.py", "tokenizer.py", "train.py"]
+    # A directory inside a secret one is left out whole, as Ray skips it.
+    expected = sorted(name.replace("/lab.token", "/") if name.startswith(".rlkit/") else name for name in SECRET_FILES)
+    assert sorted(shipment.left_out) == expected
+    paths.address_file().write_text(TWO_CLUSTERS)
+    result = run_rlkit("submit", "--dry-run", "--json", "-w", str(work), "--include", "id_rsa.pub",
+                       "--include", "keys/*.pem", "--", "python", "train.py")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert sorted(plan["left_out"]) == sorted(set(expected) - {"id_rsa.pub", "keys/server.pem"})
+    assert plan["files"] == 6
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("left out of the working dir as secrets: ")
+    assert ".env, .git-credentials, .netrc, hf_token, id_rsa, lab.token, .kube/, .rlkit/ and 4 more" in line
+    assert "id_rsa.pub" not in line and "(--include PATTERN sends one)" in line
+    summary = left_out_summary([".ssh/config", ".ssh/known_hosts", "infra/.aws/credentials", ".rlkit/tokens/", "a.pem"])
+    assert summary == ".ssh/ (2 files), infra/.aws/, .rlkit/, a.pem"
+
+
+def test_rlkits_home_in_the_working_dir_is_refused_even_when_included(tmp_path: Path) -> None:
+    work = secret_project(tmp_path / "code")
+    home = work / "state" / "rlkit"
+    (home / "tokens").mkdir(parents=True)
+    (home / "tokens" / "lab.token").write_text("t")
+    paths.address_file().write_text(TWO_CLUSTERS)
+    for working_dir in (work, home / "tokens"):
+        result = run_rlkit("submit", "--dry-run", "-w", str(working_dir), "--include", "state/", "--include", "*",
+                           "--", "python", "train.py", extra_env={"RLKIT_HOME": str(home)})
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert f"and rlkit's home {home} (the clusters' tokens) overlap" in one_error_line(result)
+
+
 def test_a_working_dir_over_rays_upload_limit_is_refused_before_upload(project: Path) -> None:
     with open(project / "big.bin", "wb") as big:
         big.writelines(os.urandom(2**20) for _ in range(101))
@@ -126,6 +175,14 @@ def test_a_working_dir_over_rays_upload_limit_is_refused_before_upload(project: 
         (["--cpus", "-1", "--", "python", "x.py"], "job: cpus: Input should be greater than or equal to 0"),
         (["python 'x.py"], "check its quotes"),
         (["python a.py", " "], "an entrypoint is empty"),
+        ([""], "the entrypoint is empty"),
+        (["--", ""], "the entrypoint is empty"),
+        (["a", "--", ""], "starts with 'a', the name of a cluster"),
+        (["b", "--", "rlkit", "train", "configs/ppo_cartpole.yaml"], "name clusters with --cluster: rlkit submit --cluster b"),
+        (["--include", "", "--", "python", "x.py"], "--include '' is not a file pattern"),
+        (["--include", "!.env", "--", "python", "x.py"], "--include '!.env' is not a file pattern"),
+        (["--", "rlkit", "train", "configs/ppo_cartpole.yaml", "--address", "not an address"],
+         "--address: 'not an address' is not an address"),
         (["--", "rlkit", "train", "configs/nope.yaml"], "configs/nope.yaml: no such file in the working dir"),
         (["--", "rlkit", "train"], "missing CONFIG"),
         ([TRAIN + " --set algo.lrr=1"], "configs/ppo_cartpole.yaml: unknown key algo.lrr (did you mean algo.lr?)"),

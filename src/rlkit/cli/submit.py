@@ -26,6 +26,8 @@ def submit(
     clusters: list[str] = typer.Option([], "--cluster", "-c", help="Cluster to use (repeatable; default: all, in file order)."),
     everything: bool = typer.Option(False, "--all", help="Send every job to every cluster."),
     working_dir: Path = typer.Option(Path("."), "--working-dir", "-w", help="Directory that travels as the job's working dir."),
+    include: list[str] = typer.Option([], "--include", metavar="PATTERN",
+                                      help="Send files that match PATTERN although they look like secrets (repeatable)."),
     name: str | None = typer.Option(None, "--name", help="Job name (default: the run's name, or the script's)."),
     cpus: float | None = typer.Option(None, "--cpus", help="CPUs reserved for the job's driver (the learner)."),
     gpus: float | None = typer.Option(None, "--gpus", help="GPUs reserved for the job's driver (the learner)."),
@@ -41,8 +43,10 @@ def submit(
     Jobs pair with clusters in the order of ~/.ray_address; more jobs than
     clusters go round-robin; --all sends every job to every cluster. The
     working dir travels with each job (.git, virtual environments, runs/
-    and caches excluded, .gitignore honoured), and so does rlkit: a leading
-    `rlkit` runs as `python -m rlkit`. Exit code 3 when some clusters failed.
+    and caches excluded, .gitignore honoured; files that look like secrets,
+    such as .env, id_rsa, *.pem and .ssh/, stay home unless --include names
+    them), and so does rlkit: a leading `rlkit` runs as `python -m rlkit`.
+    Exit code 3 when some clusters failed.
 
     Examples:
 
@@ -66,7 +70,10 @@ def submit(
     specs = [with_defaults(spec, **defaults) for spec in specs_from_args(list(jobs or []))]
     plan = plan_submissions(specs, clusters or None, broadcast=everything, working_dir=working_dir, runs_dir=runs_dir)
     quiet_client_logs()
-    with package.packed(plan.working_dir) as shipment:
+    with package.packed(plan.working_dir, tuple(include)) as shipment:
+        if shipment.left_out:
+            output.note(f"left out of the working dir as secrets: {package.left_out_summary(shipment.left_out)} "
+                        "(--include PATTERN sends one)")
         if dry_run:
             return _dry_run(plan, shipment, as_json)
         if not as_json:
@@ -135,7 +142,7 @@ def _dry_run(plan: SubmissionPlan, shipment: Shipment, as_json: bool) -> int:
         output.print_json({
             "working_dir": str(shipment.source), "packed_bytes": shipment.working_dir.size,
             "files": shipment.working_dir.files, "modules": shipment.module_names,
-            "modules_bytes": shipment.modules.size, "idle": plan.idle,
+            "modules_bytes": shipment.modules.size, "left_out": shipment.left_out, "idle": plan.idle,
             "jobs": [{"cluster": a.cluster.name, "name": a.job.name, "submission_id": a.submission_id,
                       "entrypoint": a.job.entrypoint, "runs_dir": a.runs_dir, "env_vars": a.env_vars(),
                       "cpus": a.job.spec.cpus, "gpus": a.job.spec.gpus, "metadata": a.metadata()}

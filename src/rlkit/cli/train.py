@@ -11,6 +11,15 @@ from rlkit.cli import output
 from rlkit.errors import BadInputError
 
 
+def _checked_address(address: str) -> str:
+    from rlkit.clusters.address_file import parse_init_address
+
+    try:
+        return parse_init_address(address)
+    except ValueError as err:
+        raise BadInputError(f"--address: {err}", "e.g. --address 127.0.0.1:6379, or leave it out to run here") from None
+
+
 def train(
     config: Optional[Path] = typer.Argument(None, help="Training config YAML (not needed with --resume)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set algo.lr=1e-3 (repeatable)."),
@@ -29,6 +38,8 @@ def train(
     from rlkit.train.checkpoint import load_run_config
     from rlkit.train.run import train as run_train
 
+    if address is not None:
+        address = _checked_address(address)
     overrides = list(set_)
     if name is not None:
         overrides.append(f"name={name}")

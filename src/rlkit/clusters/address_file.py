@@ -9,7 +9,10 @@ The format is the one people already write and read with
     http://10.21.70.164:8265
 
 A ``# Cluster: NAME`` comment names the next address; an address without one
-is known by the address itself. rlkit edits the file only under a lock and
+is known by the address itself. A ``# Token: env`` (or ``# Token: FILE``)
+line after ``# Cluster: NAME`` ties a token to that entry: the one Ray's CLI
+takes from the environment (or the one in FILE). An entry without one gets
+no token, so that a token from the shell reaches only the clusters tied to it. rlkit edits the file only under a lock and
 by atomic rename, and touches only the lines of entries it wrote.
 """
 
@@ -24,6 +27,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from rlkit import paths
+from rlkit.clusters.auth import ENV_TIE
 from rlkit.files import atomic_write
 from rlkit.errors import AddressFileError, WorkFailedError
 
@@ -35,6 +39,7 @@ LOCK_TIMEOUT_S = 30.0
 FORMATS = "host:port (GCS, usually 6379), http(s)://host:port (dashboard, usually 8265) or ray://host:port"
 
 _CLUSTER_LINE = re.compile(r"^#\s*cluster\s*:(.*)$", re.IGNORECASE)
+_TOKEN_LINE = re.compile(r"^#\s*token\s*:(.*)$", re.IGNORECASE)
 _ADDRESS = re.compile(
     r"^(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?"
     r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)"
@@ -114,12 +119,30 @@ def parse_address(text: str) -> RayAddress:
     return RayAddress(scheme, match["host"], port, (match["path"] or "").rstrip("/"))
 
 
+def parse_init_address(text: str) -> str:
+    """An address ``ray.init`` connects to (``--address``, ``RAY_ADDRESS``):
+    ``auto``, ``local``, a GCS ``host:port`` or ``ray://host:port``.
+    ``ValueError`` says what is wrong with it."""
+    text = text.strip()
+    if text in ("auto", "local"):
+        return text
+    if any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} is not an address; use host:port (the GCS, usually {GCS_PORT}), "
+                         "ray://host:port, auto or local")
+    if parse_address(text).scheme in ("http", "https"):
+        raise ValueError(f"{text!r} is a dashboard address; Ray connects to the GCS (host:{GCS_PORT}) "
+                         f"or a Ray Client address (ray://host:{CLIENT_PORT})")
+    return text
+
+
 @dataclass(frozen=True)
 class AddressEntry:
     """One cluster in the address file.
 
     ``line`` is the 1-based line of the address; ``name_line`` the line of the
     ``# Cluster:`` comment that names it, or None when the name is derived.
+    ``token`` is what its ``# Token:`` line (at ``token_line``) ties to it:
+    ``auth.ENV_TIE``, a token file's path, or None.
     """
 
     name: str
@@ -127,6 +150,8 @@ class AddressEntry:
     line: int
     name_line: int | None
     parsed: RayAddress
+    token: str | None = None
+    token_line: int | None = None
 
     @property
     def dashboard_url(self) -> str:
@@ -139,13 +164,17 @@ def parse_entries(text: str, source: str = "<text>") -> list[AddressEntry]:
     entries: list[AddressEntry] = []
     seen: dict[str, int] = {}
     pending: tuple[str, int] | None = None
+    token: tuple[str, int] | None = None
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line:
             continue
         if line.startswith("#"):
             named = _CLUSTER_LINE.match(line)
-            if named:
+            tied = _TOKEN_LINE.match(line)
+            if tied:
+                token = (_token_value(tied.group(1).strip(), pending, f"{source}:{number}"), number)
+            elif named:
                 name = named.group(1).strip()
                 if not name:
                     raise AddressFileError(
@@ -154,22 +183,37 @@ def parse_entries(text: str, source: str = "<text>") -> list[AddressEntry]:
                     )
                 # A '# Cluster:' line names the next address; one followed by
                 # another (a commented-out entry) names nothing.
-                pending = (name, number)
+                pending, token = (name, number), None
             continue
         try:
             parsed = parse_address(line)
         except ValueError as err:
             raise AddressFileError(f"{source}:{number}: {err}") from None
         name, name_line = pending if pending else (line, None)
-        pending = None
+        tie, token_line = token if token else (None, None)
+        pending = token = None
         if name in seen:
             raise AddressFileError(
                 f"{source}:{number}: cluster name {name!r} is already used on line {seen[name]}",
                 "give each entry its own '# Cluster: NAME' line",
             )
         seen[name] = number
-        entries.append(AddressEntry(name, line, number, name_line, parsed))
+        entries.append(AddressEntry(name, line, number, name_line, parsed, tie, token_line))
     return entries
+
+
+def _token_value(value: str, pending: tuple[str, int] | None, where: str) -> str:
+    """What a ``# Token:`` line ties to the entry it follows: ``env`` or an
+    absolute path (a relative one would depend on where rlkit runs)."""
+    if pending is None:
+        raise AddressFileError(f"{where}: '# Token:' line outside an entry",
+                               "put it right after the entry's '# Cluster: NAME' line")
+    if value.lower() == ENV_TIE:
+        return ENV_TIE
+    if not value or not Path(value).expanduser().is_absolute():
+        raise AddressFileError(f"{where}: '# Token: {value}' is neither 'env' nor an absolute token file path",
+                               "write '# Token: env' (the token Ray's CLI would use) or '# Token: /path/to/token'")
+    return value
 
 
 def read_entries(path: Path | None = None) -> list[AddressEntry]:
@@ -234,7 +278,7 @@ def remove_entry(name: str, address: str, path: Path | None = None) -> bool:
         if entry is None:
             return lines
         removed = True
-        drop = {entry.line, entry.name_line}
+        drop = {entry.line, entry.name_line, entry.token_line}
         return [text for number, text in enumerate(lines, start=1) if number not in drop]
 
     _edit(path or paths.address_file(), edit)

@@ -21,6 +21,8 @@ from rlkit.errors import BadInputError
 MODE_ENV = "RAY_AUTH_MODE"
 TOKEN_ENV = "RAY_AUTH_TOKEN"
 TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
+# `# Token: env` in ~/.ray_address: the entry takes the environment's token.
+ENV_TIE = "env"
 
 
 def create_token_file(name: str) -> Path:
@@ -67,12 +69,21 @@ class TokenSource:
 
 
 def token_source(token_path: str | None) -> TokenSource:
-    """The token for a cluster: its own file when rlkit launched it with
-    one; otherwise what Ray's CLI would send from this environment."""
-    if token_path:
-        return TokenSource(Path(token_path))
-    if os.environ.get(MODE_ENV, "").lower() != "token":
+    """The token of a cluster rlkit launched: its own file, or none."""
+    return TokenSource(Path(token_path)) if token_path else TokenSource()
+
+
+def tied_token(tie: str | None) -> TokenSource:
+    """The token the user tied to a hand-written entry (its ``# Token:``
+    line): ``env`` is the one Ray's CLI takes from this environment
+    (``RAY_AUTH_TOKEN``, then the file ``RAY_AUTH_TOKEN_PATH`` names, then
+    ``~/.ray/auth_token``), anything else a token file. An entry with no tie
+    gets no token: a token in the shell is for the clusters tied to it, not
+    for every address in the file."""
+    if tie is None:
         return TokenSource()
+    if tie != ENV_TIE:
+        return TokenSource(Path(tie).expanduser())
     if os.environ.get(TOKEN_ENV, "").strip():
         return TokenSource(from_env=True)
     if os.environ.get(TOKEN_PATH_ENV):

@@ -1,5 +1,6 @@
 """Small HTTP client for a Ray dashboard: every request carries the token and
-a timeout, and every failure becomes one of three plain explanations."""
+a timeout, follows no redirect, and every failure becomes one of three plain
+explanations."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
+from rlkit import paths
 from rlkit.clusters.auth import auth_headers
 
 UNREACHABLE = "UNREACHABLE"
@@ -29,12 +31,21 @@ class DashboardError(Exception):
         super().__init__(message)
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib sends a request's headers, the token among them, on to
+    wherever a redirect points: another host, another port. A dashboard
+    does not redirect its API, so a redirect is answered as the error it is."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
 def _opener(url: str) -> urllib.request.OpenerDirector:
     # A proxy from the environment must not see loopback traffic (nor its
     # token); remote dashboards follow the environment, as Ray's SDK does.
     if urlsplit(url).hostname in _LOOPBACK:
-        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    return urllib.request.build_opener()
+        return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects)
+    return urllib.request.build_opener(_NoRedirects)
 
 
 def get(base_url: str, path: str, token: str | None, timeout: float) -> bytes:
@@ -46,7 +57,7 @@ def get(base_url: str, path: str, token: str | None, timeout: float) -> bytes:
         with _opener(url).open(request, timeout=timeout) as response:
             return response.read()
     except urllib.error.HTTPError as err:
-        raise _http_error(where, path, err.code) from None
+        raise _http_error(where, path, err.code, err.headers.get("Location")) from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         reason = err.reason if isinstance(err, urllib.error.URLError) else err
         raise _connection_error(where, reason, timeout) from None
@@ -65,7 +76,18 @@ def get_json(base_url: str, path: str, token: str | None, timeout: float) -> Any
 _NOT_DASHBOARD = "not a Ray dashboard (the dashboard usually listens on 8265, the GCS on 6379)"
 
 
-def _http_error(where: str, path: str, code: int) -> DashboardError:
+def redirect_error(where: str, path: str, location: str | None) -> DashboardError:
+    """A redirect, refused: a cluster's token goes to its own address only."""
+    return DashboardError(
+        WRONG_PORT,
+        f"{where} redirects {path} to {location or 'elsewhere'}: rlkit follows no redirect, so that a token "
+        f"reaches its own cluster only; write the address it redirects to in {paths.address_file()}",
+    )
+
+
+def _http_error(where: str, path: str, code: int, location: str | None) -> DashboardError:
+    if 300 <= code < 400:
+        return redirect_error(where, path, location)
     if code == 401:
         return DashboardError(AUTH_FAILED, f"{where} requires a token and none was sent")
     if code == 403:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from rlkit import paths
 from rlkit.clusters import address_file, tunnel
 from rlkit.clusters.address_file import AddressEntry
-from rlkit.clusters.auth import TokenSource, token_source
+from rlkit.clusters.auth import TokenSource, tied_token, token_source
 from rlkit.clusters.parallel import run_parallel
 from rlkit.clusters.records import ClusterRecord, delete_record, list_records, load_record, save_record
 from rlkit.errors import BadInputError, UnknownClusterError
@@ -68,7 +68,22 @@ class Cluster:
 
     @property
     def token(self) -> TokenSource:
-        return token_source(self.record.token_path if self.record else None)
+        """What launched it gave it (rlkit's own file), or what the user
+        tied to its line; never a token from the shell by default."""
+        if self.record and (self.entry is None or self.owns_entry):
+            return token_source(self.record.token_path)
+        assert self.entry is not None
+        return tied_token(self.entry.token)
+
+    def describe_token(self) -> str:
+        """Which token went, for a message about a refused one."""
+        source = self.token.describe()
+        if source != "no token":
+            return f"token: {source}"
+        if self.record and (self.entry is None or self.owns_entry):
+            return "rlkit launched it without a token"
+        return (f"no token is tied to it: write '# Token: env' (or '# Token: FILE') "
+                f"after its '# Cluster:' line in {paths.address_file()}")
 
     def port_warning(self) -> str | None:
         return self.entry.parsed.port_warning() if self.entry else None

@@ -120,8 +120,7 @@ def probe(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> ClusterStatus
 def _explain(cluster: Cluster, err: dashboard.DashboardError) -> str:
     text = str(err)
     if err.state == dashboard.AUTH_FAILED:
-        source = cluster.token.describe()
-        text += f" (token: {source})" if source != "no token" else " (rlkit has no token for it: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH)"
+        text += f" ({cluster.describe_token()})"
     elif cluster.entry and cluster.entry.parsed.scheme in ("gcs", "ray") and not cluster.record:
         text += f" (the dashboard of {cluster.address} is assumed at port 8265: write its http:// address if it is elsewhere)"
     return text

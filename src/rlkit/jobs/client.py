@@ -1,5 +1,6 @@
 """Ray's JobSubmissionClient for one named cluster: its token in the
-headers, and never another cluster's address from the environment."""
+headers, no redirect followed, and never another cluster's address from
+the environment."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def check_reachable(cluster: Cluster, token: str | None, timeout: float) -> None
     try:
         dashboard.get_json(cluster.dashboard_url, "/api/version", token, timeout)
     except dashboard.DashboardError as err:
-        detail = f" (token: {cluster.token.describe()})" if err.state == dashboard.AUTH_FAILED else ""
+        detail = f" ({cluster.describe_token()})" if err.state == dashboard.AUTH_FAILED else ""
         error = BadInputError if err.state == dashboard.WRONG_PORT else WorkFailedError
         raise error(f"{cluster.name}: {err}{detail}") from None
 
@@ -74,13 +75,13 @@ def check_reachable(cluster: Cluster, token: str | None, timeout: float) -> None
 def connect(cluster: Cluster, timeout: float = 10.0) -> JobSubmissionClient:
     """A client for ``cluster``'s Job Submission API, after a quick check
     that the cluster answers."""
-    from ray.job_submission import JobSubmissionClient
+    from rlkit.jobs.ray_client import ScopedJobClient
 
     token = token_of(cluster)
     check_reachable(cluster, token, timeout)
     with _named_address_only():
         try:
-            return JobSubmissionClient(cluster.dashboard_url, headers=auth_headers(token))
+            return ScopedJobClient(cluster.dashboard_url, auth_headers(token))
         except Exception as err:  # noqa: BLE001 - Ray raises plain exceptions of many kinds
             raise WorkFailedError(f"{cluster.name}: {one_line(err)}") from None
 

@@ -15,10 +15,11 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from zipfile import ZIP_DEFLATED, ZipFile, ZipInfo
 
+from rlkit import paths
 from rlkit.errors import BadInputError
 
 # Besides Ray's own (.git, .venv, venv, __pycache__): what a project holds
@@ -26,6 +27,15 @@ from rlkit.errors import BadInputError
 # happens to have a `runs` module still travels.
 EXCLUDES = ("/runs/", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", ".hypothesis/", ".tox/", ".nox/",
             "*.egg-info/", ".ipynb_checkpoints/", "*.pyc")
+
+# Files that hold credentials, matched at any depth as .gitignore lines are
+# (a trailing / for a directory): they stay home unless `--include` names
+# them. Token files by name only (`token`, `*.token`, `*_token`): a looser
+# `*token*` would leave a tokenizer behind.
+SECRETS = (".env", ".env.*", ".netrc", "_netrc", ".git-credentials", ".pypirc", ".npmrc",
+           "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*.pem", "*.key", "*.p12", "*.pfx",
+           ".ssh/", ".aws/", ".gnupg/", ".kube/", ".docker/", ".azure/", "**/.config/gcloud/",
+           "token", "*.token", "*_token", ".rlkit/")
 
 # rlkit's command line and what it imports that Ray does not install (Ray
 # brings click, pydantic, pyyaml, filelock). All pure Python.
@@ -49,12 +59,14 @@ class Package:
 class Shipment:
     """What travels with every job of a submission: the working dir, sent
     as the job's working_dir, and ``modules`` (one zip holding each of
-    ``module_names`` at its top), sent as its py_modules."""
+    ``module_names`` at its top), sent as its py_modules. ``left_out``:
+    the secrets kept home, as ``left_out_summary`` names them."""
 
     source: Path
     working_dir: Package
     modules: Package
     module_names: list[str]
+    left_out: list[str] = field(default_factory=list)
 
 
 def upload_limit() -> int:
@@ -65,26 +77,60 @@ def upload_limit() -> int:
 
 
 @contextmanager
-def packed(working_dir: Path) -> Iterator[Shipment]:
+def packed(working_dir: Path, include: tuple[str, ...] = ()) -> Iterator[Shipment]:
     """Pack ``working_dir`` and the shipped modules into temporary zips,
-    deleted on exit. ``BadInputError`` when the working dir is not one, or
-    packs to more than the upload limit."""
+    deleted on exit; files that match ``SECRETS`` stay out unless a pattern
+    of ``include`` takes them back. ``BadInputError`` when the working dir
+    is not one, holds rlkit's home, or packs to more than the upload limit."""
     source = working_dir.resolve()
     if not source.is_dir():
         raise BadInputError(f"working dir {working_dir} is not a directory", "pass --working-dir DIR")
+    _refuse_rlkit_home(source)
+    _check_patterns(include)
     with tempfile.TemporaryDirectory(prefix="rlkit-submit-") as tmp:
-        work = _pack_working_dir(source, Path(tmp) / "working_dir.zip")
+        work, left_out = _pack_working_dir(source, Path(tmp) / "working_dir.zip", include)
         modules, names = _pack_modules(Path(tmp) / "rlkit_modules.zip")
-        yield Shipment(source, work, modules, names)
+        yield Shipment(source, work, modules, names, left_out)
 
 
-def _pack_working_dir(source: Path, path: Path) -> Package:
+def _check_patterns(include: tuple[str, ...]) -> None:
+    """Each ``--include`` is one .gitignore line that takes files back."""
+    from ray._private.thirdparty.pathspec import PathSpec
+
+    for pattern in include:
+        try:
+            if not pattern.strip() or pattern.startswith(("!", "#")):
+                raise ValueError
+            PathSpec.from_lines("gitwildmatch", [pattern])
+        except Exception:  # noqa: BLE001 - pathspec fails on a malformed pattern in many ways
+            raise BadInputError(f"--include {pattern!r} is not a file pattern",
+                                "write it as a .gitignore line, e.g. --include .env.example or --include 'keys/*.pem'") from None
+
+
+def _refuse_rlkit_home(source: Path) -> None:
+    """rlkit's home holds the token of every cluster it launched: no
+    ``--include`` ships it, wherever it sits in the working dir."""
+    home = paths.rlkit_home().resolve()
+    if home.exists() and (home == source or source in home.parents or home in source.parents):
+        raise BadInputError(
+            f"working dir {source} and rlkit's home {home} (the clusters' tokens) overlap: it never travels with a job",
+            "pass a --working-dir without it, or move RLKIT_HOME elsewhere",
+        )
+
+
+def _pack_working_dir(source: Path, path: Path, include: tuple[str, ...]) -> tuple[Package, list[str]]:
     """As Ray packs a working dir (its default excludes, .gitignore and
-    .rayignore honoured), less rlkit's excludes and virtual environments."""
+    .rayignore honoured), less rlkit's excludes, virtual environments and
+    secrets; with the paths of the secrets left out."""
     from ray._private.ray_constants import get_runtime_env_default_excludes
     from ray._private.runtime_env.packaging import create_package
 
-    excludes = [*get_runtime_env_default_excludes(), *EXCLUDES, *_virtualenvs(source)]
+    # Ray matches all these as one .gitignore: a later "!PATTERN" takes
+    # back what an earlier line left out.
+    plain = [*get_runtime_env_default_excludes(), *EXCLUDES, *_virtualenvs(source)]
+    taken_back = [f"!{pattern}" for pattern in include]
+    excludes = [*plain, *SECRETS, *taken_back]
+    left_out = _secrets_left_out(source, excludes, [*plain, *taken_back])
     create_package(str(source), path, include_gitignore=True, excludes=excludes, logger=_quiet)
     with ZipFile(path) as archive:
         entries = archive.infolist()
@@ -98,7 +144,50 @@ def _pack_working_dir(source: Path, path: Path) -> Package:
             f"({f'largest: {named}' if named else f'{len(entries)} files'})",
             "list big files in .gitignore or .rayignore, or pass a smaller --working-dir",
         )
-    return package
+    return package, left_out
+
+
+def _secrets_left_out(source: Path, excludes: list[str], without_secrets: list[str]) -> list[str]:
+    """The paths under ``source`` that ``excludes`` leaves out and
+    ``without_secrets`` would not, walked as Ray walks (a directory that
+    matches is skipped whole; a directory's path has no trailing /)."""
+    from ray._private.thirdparty.pathspec import PathSpec
+
+    spec, plain = PathSpec.from_lines("gitwildmatch", excludes), PathSpec.from_lines("gitwildmatch", without_secrets)
+    found = []
+    for directory, subdirs, files in os.walk(source):
+        relative = Path(directory).relative_to(source)
+        kept = []
+        for name in sorted(subdirs):
+            entry = (relative / name).as_posix()
+            if not spec.match_file(entry):
+                kept.append(name)
+            elif not plain.match_file(entry):
+                found.append(entry + "/")
+        subdirs[:] = kept
+        found += [entry for entry in ((relative / name).as_posix() for name in sorted(files))
+                  if spec.match_file(entry) and not plain.match_file(entry)]
+    return found
+
+
+_SHOWN = 8
+
+
+def left_out_summary(left_out: list[str]) -> str:
+    """The secrets left out, in one short line: a directory that matches
+    ``SECRETS`` (``.ssh/``) once, with the number of its files."""
+    from ray._private.thirdparty.pathspec import PathSpec
+
+    secret = PathSpec.from_lines("gitwildmatch", SECRETS)
+    shown: dict[str, int] = {}
+    for entry in left_out:
+        parts = entry.rstrip("/").split("/")
+        prefixes = ("/".join(parts[:i]) + "/" for i in range(1, len(parts)))
+        shown_as = next((p for p in prefixes if secret.match_file(p)), entry)
+        shown[shown_as] = shown.get(shown_as, 0) + 1
+    named = [name if count == 1 else f"{name} ({count} files)" for name, count in shown.items()]
+    more = f" and {len(named) - _SHOWN} more (`--dry-run --json` lists them)" if len(named) > _SHOWN else ""
+    return ", ".join(named[:_SHOWN]) + more
 
 
 def _virtualenvs(root: Path) -> list[str]:

@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from rlkit.clusters.address_file import parse_init_address
 from rlkit.config import (
     TrainConfig,
     describe_validation_error,
@@ -97,6 +98,8 @@ def specs_from_args(args: list[str]) -> list[JobSpec]:
             "missing ENTRYPOINT",
             "e.g. rlkit submit -- rlkit train configs/ppo_cartpole.yaml, or rlkit submit jobs.yaml",
         )
+    if not args[0].strip():
+        raise BadInputError("the entrypoint is empty", "give the command the job runs, e.g. rlkit submit -- python train.py")
     if not _is_spec_file(args[0]) and not any(c.isspace() for c in args[0]):
         return [JobSpec(entrypoint=shlex.join(args))]
     specs: list[JobSpec] = []
@@ -157,8 +160,8 @@ def prepare(spec: JobSpec, working_dir: Path) -> Job:
         words = shlex.split(spec.entrypoint)
     except ValueError as err:
         raise BadInputError(f"entrypoint {spec.entrypoint!r}: {err}", "check its quotes") from None
-    if not words:
-        raise BadInputError("an entrypoint is empty")
+    if not words or not words[0].strip():
+        raise BadInputError(f"entrypoint {spec.entrypoint!r} has no command", "give the command the job runs first")
     config = _train_config(words, working_dir) if words[:2] == ["rlkit", "train"] else None
     name = spec.name or (config.name if config else _command_name(words))
     return Job(spec, name, rewrite_entrypoint(spec.entrypoint), config)
@@ -189,6 +192,11 @@ def _train_config(words: list[str], working_dir: Path) -> TrainConfig | None:
         args, _ = parser.parse_known_args(words[2:])
     except argparse.ArgumentError as err:
         raise BadInputError(f"{shlex.join(words)}: {err}") from None
+    if args.address is not None:
+        try:
+            parse_init_address(args.address)
+        except ValueError as err:
+            raise BadInputError(f"{shlex.join(words)}: --address: {err}") from None
     if args.resume:
         return None
     if not args.config:

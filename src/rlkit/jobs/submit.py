@@ -107,6 +107,7 @@ def plan_submissions(
         raise BadInputError(f"no clusters in {paths.address_file()}", "start one with `rlkit launch local`")
     working_dir = working_dir.resolve()
     base = _runs_base(runs_dir)
+    _refuse_cluster_as_command(specs, {c.name for c in select_clusters()})
     jobs = [prepare(spec, working_dir) for spec in specs]
     if broadcast:
         pairs = [(job, cluster) for job in jobs for cluster in targets]
@@ -142,6 +143,18 @@ def _runs_dir(job: Job, cluster: Cluster, submission_id: str, base: str | None, 
     if base is None:
         base = str(working_dir / "runs") if cluster.provider == LOCAL else REMOTE_RUNS_BASE
     return f"{base}/{submission_id}"
+
+
+def _refuse_cluster_as_command(specs: list[JobSpec], names: set[str]) -> None:
+    """``rlkit submit lab -- CMD`` sends the command ``lab CMD``: clusters
+    are named with --cluster, and no cluster's name is a command."""
+    for spec in specs:
+        first = spec.entrypoint.split(maxsplit=1)[0]
+        if first in names:
+            raise BadInputError(
+                f"entrypoint {spec.entrypoint!r} starts with {first!r}, the name of a cluster",
+                f"name clusters with --cluster: rlkit submit --cluster {first} -- COMMAND",
+            )
 
 
 def _submission_id(name: str, cluster: str, taken: set[str]) -> str:
@@ -222,10 +235,12 @@ def submit(
     working_dir: Path = Path("."),
     runs_dir: str | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
+    include: tuple[str, ...] = (),
 ) -> list[SubmitResult]:
     """Plan, pack and submit in one call: ``rlkit submit`` from Python.
     Raises ``RlkitError`` for bad input (nothing is sent then); a cluster
-    that fails is reported in its results."""
+    that fails is reported in its results. ``include``: patterns of files
+    to send although they match ``package.SECRETS``."""
     plan = plan_submissions(specs, clusters, broadcast=broadcast, working_dir=working_dir, runs_dir=runs_dir)
-    with package.packed(plan.working_dir) as shipment:
+    with package.packed(plan.working_dir, include) as shipment:
         return submit_plan(plan, shipment, timeout)
