@@ -93,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except _USAGE_ERROR as err:
         if type(err).__name__ == "NoArgsIsHelpError":
-            # A command group given no subcommand: its help is the answer.
-            output.err_console.print(err.format_message(), markup=False, highlight=False)  # type: ignore[attr-defined]
+            # A command group given no subcommand: its help is the answer (typer's rich
+            # help is printed already; click's plain help is the message).
+            if help_text := err.format_message().strip():  # type: ignore[attr-defined]
+                output.err_console.print(help_text, markup=False, highlight=False)
             return 2
         output.error(usage_line(err, args))
         return 2
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001  (the last line of defence: no traceback without --debug)
         if debug:
             traceback.print_exc()
-        output.error(f"unexpected {type(err).__name__}: {' '.join(str(err).split())} (rerun with --debug "
+        output.error(f"internal error, {type(err).__name__}: {' '.join(str(err).split())} (rerun with --debug "
                      "for the traceback, and please report it)")
         return 1
     return result if isinstance(result, int) else 0
