@@ -159,3 +159,40 @@ def test_status_watch_refreshes_until_ctrl_c() -> None:
     out, err = watch.communicate(timeout=60)
     assert watch.returncode == 0, err
     assert "hand" in out and "UNREACHABLE" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["status"], ["env", "lab-a"], ["teardown", "--all", "-y"], ["launch", "local", "--dry-run"],
+     ["submit", "--dry-run", "--", "python", "x.py"], ["logs", "x", "--timeout", "1"], ["stop", "x", "-y"]],
+)
+def test_rlkit_home_that_is_a_file_is_one_line(tmp_path: Path, args: list[str]) -> None:
+    paths.address_file().write_text(DESIGN_EXAMPLE)
+    home = tmp_path / "home-file"
+    home.write_text("not a directory")
+    result = run_rlkit(*args, extra_env={"RLKIT_HOME": str(home)})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"RLKIT_HOME {home} is not a directory" in one_error_line(result)
+    assert home.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["launch", "--foo"], "rlkit launch: no such option: --foo (see 'rlkit launch --help')"),
+        (["launch", "local", "--cpus"], "rlkit launch local: option '--cpus' requires an argument"),
+        (["launch", "local", "--cpus", "many"], "rlkit launch local: invalid value for '--cpus'"),
+        (["launch", "local", "--cpus", "inf"], "rlkit launch local: invalid value for '--cpus'"),
+        (["launch", "local", "--num-clusters", "100000", "--dry-run"], "invalid value for '--num-clusters'"),
+        (["statuss"], "rlkit: no such command 'statuss'"),
+        (["status", "--timeout", "inf"], "rlkit status: invalid value for '--timeout': inf seconds"),
+        (["status", "--watch", "--interval", "nan"], "rlkit status: invalid value for '--interval': nan seconds"),
+        (["submit", "--cpus", "inf", "--dry-run", "--", "x"], "rlkit submit: invalid value for '--cpus': inf"),
+        (["launch", "onprem", "--head", "h", "--ssh-user", "u", "--ssh-key", "k", "--timeout", "1e400"],
+         "rlkit launch onprem: invalid value for '--timeout': inf seconds"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_command_exit_2(args: list[str], words: str) -> None:
+    result = run_rlkit(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert words in one_error_line(result)

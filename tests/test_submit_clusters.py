@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -77,6 +78,18 @@ def wait_for(job_id: str, statuses: tuple[str, ...], timeout: float = 120.0) -> 
             return job
         time.sleep(1.0)
     raise AssertionError(f"{job_id} never reached {statuses}: {jobs_by_id('--all-jobs').get(job_id)}")
+
+
+def test_the_next_steps_after_launch_are_commands_that_work(trio: Trio) -> None:
+    again = run_rlkit("launch", "local", "--name", "s", "--num-clusters", "3", "--cpus", "1")
+    assert again.returncode == 0 and "already up" in again.stdout, again.stderr
+    hints = [line.split("#")[0].strip() for line in again.stdout.splitlines()]
+    words = next(shlex.split(h) for h in hints if h.startswith("rlkit submit"))
+    # As printed, plus a dry run (what it would send) from the test's working dir.
+    result = run_rlkit(words[1], "--dry-run", "--json", "-w", str(trio.work), *words[2:])
+    assert result.returncode == 0, result.stderr
+    jobs = json.loads(result.stdout)["jobs"]
+    assert [(j["cluster"], j["entrypoint"]) for j in jobs] == [("s-1", "python train.py")]
 
 
 def test_two_train_jobs_run_one_on_each_cluster(trio: Trio) -> None:

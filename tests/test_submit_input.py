@@ -206,6 +206,8 @@ def test_bad_input_is_one_line_and_exit_code_2(project: Path, args: list[str], w
         ("entrypoint: [python\n", "jobs.yaml:2:1: YAML syntax error"),
         ("- python x.py\n", "jobs.yaml: expected a mapping of settings at the top, got list"),
         ("entrypoint: python x.py\nname: a b\n", "jobs.yaml: name: String should match pattern"),
+        ("entrypoint: python x.py\ncpus: .inf\n", "jobs.yaml: cpus: Input should be a finite number"),
+        ("entrypoint: " + "[" * 5000 + "]" * 5000 + "\n", "jobs.yaml: nested deeper than Python can parse"),
     ],
 )
 def test_a_bad_job_spec_is_one_line_and_exit_code_2(project: Path, text: str, words: str) -> None:

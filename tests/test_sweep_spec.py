@@ -69,6 +69,23 @@ BAD = [
     ("base: BASE\nbase_set: {algo.lr: -1}\n", "algo.lr: Input should be greater than 0"),
     ("base: BASE\nmetric: reward\n", "metric: 'reward' is not a training metric"),
     ("base: BASE\nresources: {learner_cpus: -1}\n", "resources.learner_cpus: Input should be greater than or equal to 0"),
+    ("base: BASE\nspace:\n  algo.lr: {uniform: [1.0e-4, .inf]}\n",
+     "space.algo.lr: uniform bounds must be finite numbers, got [0.0001, inf]"),
+    ("base: BASE\nspace:\n  algo.lr: {loguniform: [1.0e-4, 1" + "0" * 400 + "]}\n",
+     "space.algo.lr: loguniform bounds must be finite numbers"),
+    ("base: BASE\nspace:\n  algo.lr: {choice: [1.0e-3, .nan]}\n",
+     "space.algo.lr: nan is out of range (algo.lr: Input should be a finite number"),
+    ("base: BASE\nspace:\n  seed: {randint: [0, 100000000000000000000000000]}\n",
+     "space.seed: 100000000000000004764729344 is out of range (seed: Input should be less than or equal to 4294967295"),
+    ("base: BASE\nspace:\n  rollout.fragment_length: {qrandint: [64, 1000000000000, 64]}\n",
+     "space.rollout.fragment_length: 1000000000000 is out of range"),
+    ("base: BASE\nscheduler: {type: asha, max_t: .inf}\n", "scheduler.max_t: Input should be a finite number"),
+    ("base: BASE\nresources: {learner_cpus: .inf}\n", "resources.learner_cpus: Input should be a finite number"),
+    ("base: BASE\nstop: {target: .nan}\n", "stop.target: Input should be a finite number"),
+    ("base: BASE\nsearch: {seed: 12345678901234567890123456}\n", "search.seed: Input should be less than or equal to"),
+    ("base: BASE\nnum_samples: 1.0e+12\n", "num_samples: Input should be less than or equal to 100000"),
+    ("base: BASE\nbase_set: {algo.lr: .inf}\n", "algo.lr: Input should be a finite number"),
+    ("base: BASE\nspace: " + "[" * 5000 + "]" * 5000 + "\n", "s.yaml: nested deeper than Python can parse"),
 ]
 
 

@@ -147,3 +147,61 @@ def test_cuda_requested_without_a_gpu(capsys) -> None:
     code, err = run_cli(capsys, "train", str(CONFIGS / "ppo_cartpole.yaml"), "--device", "cuda")
     assert code == 2
     assert "no CUDA device" in one_line(err)
+
+
+DEEP = "[" * 5000 + "]" * 5000
+# Six levels of nine aliases each: 9**6 values once expanded, from a 200-byte file.
+LAUGHS = "a0: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 6))
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--set", "algo.lr=.inf"], "algo.lr: Input should be a finite number"),
+        (["--set", "algo.clip_coef=.nan"], "algo.clip_coef: Input should be a finite number"),
+        (["--set", "stop.time_budget_s=.inf"], "stop.time_budget_s: Input should be a finite number"),
+        (["--set", "rollout.num_cpus_per_worker=.inf"], "rollout.num_cpus_per_worker: Input should be a finite number"),
+        (["--set", "seed=12345678901234567890123456"], "seed: Input should be less than or equal to 4294967295"),
+        (["--set", "seed=-1"], "seed: Input should be greater than or equal to 0"),
+        (["--set", "rollout.fragment_length=1.0e+12"], "rollout.fragment_length: Input should be less than or equal to"),
+        (["--set", "rollout.envs_per_worker=4096", "--set", "rollout.fragment_length=4096"],
+         "16,777,216 steps per fragment, above 1,048,576"),
+        (["--set", "rollout.num_workers=100000"], "rollout.num_workers: Input should be less than or equal to 1024"),
+        (["--set", "stop.total_steps=1.0e+14"], "stop.total_steps: Input should be less than or equal to"),
+        (["--set", "model.hidden_sizes=[100000000]"], "model.hidden_sizes.0: Input should be less than or equal to"),
+        (["--set", f"env.kwargs.x={DEEP}"], "--set env.kwargs.x: nested deeper than Python can parse"),
+        (["--set", "env.kwargs.x=" + "[" * 40 + "]" * 40], "--set env.kwargs.x: nested deeper than 32 levels"),
+    ],
+)
+def test_non_finite_and_absurd_settings_are_refused(capsys, args: list[str], words: str) -> None:
+    code, err = run_cli(capsys, "train", str(CONFIGS / "ppo_cartpole.yaml"), *args)
+    assert code == 2
+    assert words in one_line(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (f"env:\n  kwargs: {DEEP}\n", "cfg.yaml: nested deeper than Python can parse"),
+        ("env:\n  kwargs:\n    x: " + "{a: " * 40 + "1" + "}" * 40 + "\n", "cfg.yaml: nested deeper than 32 levels"),
+        (LAUGHS, "cfg.yaml: more than 100,000 values"),
+        ("algo:\n  lr: .nan\n", "algo.lr: Input should be a finite number"),
+        ("seed: 12345678901234567890123456\n", "seed: Input should be less than or equal to 4294967295"),
+    ],
+)
+def test_malformed_config_files_are_refused(capsys, tmp_path: Path, text: str, words: str) -> None:
+    code, err = run_cli(capsys, "train", str(write(tmp_path, text)))
+    assert code == 2
+    assert words in one_line(err)
+
+
+def test_runs_dir_that_is_a_file_is_refused_before_training(capsys, tmp_path: Path) -> None:
+    blocker = tmp_path / "runs"
+    blocker.write_text("not a directory")
+    for runs_dir, words in ((blocker, f"runs_dir: {blocker} is not a directory"),
+                            (blocker / "sub", f"runs_dir: {blocker / 'sub'}: {blocker} is not a directory")):
+        code, err = run_cli(capsys, "train", str(CONFIGS / "ppo_cartpole.yaml"), "--set", f"runs_dir={runs_dir}")
+        assert code == 2
+        assert words in one_line(err)
+    assert blocker.read_text() == "not a directory"

@@ -1,7 +1,10 @@
 """Training configs: YAML files validated into typed models.
 
 Every model forbids unknown keys, so a typo is an error that names the key
-and the closest valid one instead of a silently ignored setting.
+and the closest valid one instead of a silently ignored setting. Numbers are
+finite (``.inf`` and ``.nan`` are YAML floats) and sizes have upper bounds, so
+a slip such as ``fragment_length=1.0e12`` is refused here rather than met as
+an out-of-memory error in a rollout actor.
 """
 
 from __future__ import annotations
@@ -12,13 +15,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rlkit.errors import ConfigError
+from rlkit import paths
+from rlkit.errors import BadInputError, ConfigError
+
+# The parser, pydantic and the config writer all recurse: deeper YAML is refused first.
+MAX_DEPTH = 32
+# Aliases count each time they are used, so a "billion laughs" file is refused too.
+MAX_VALUES = 100_000
+# Steps one rollout worker returns per fragment (envs_per_worker x fragment_length):
+# about 4 MiB per float of observation, far above any batch that trains well.
+MAX_STEPS_PER_FRAGMENT = 1 << 20
+MAX_SEED = 2**32 - 1
+"""numpy and gymnasium take seeds up to 2**64; this leaves room for the per-worker offsets."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class EnvConfig(_Strict):
@@ -35,22 +49,32 @@ class EnvConfig(_Strict):
 
 
 class RolloutConfig(_Strict):
-    num_workers: int = Field(2, ge=1)
-    envs_per_worker: int = Field(8, ge=1)
-    fragment_length: int = Field(64, ge=1)
-    num_cpus_per_worker: float = Field(1.0, gt=0)
+    num_workers: int = Field(2, ge=1, le=1024)
+    envs_per_worker: int = Field(8, ge=1, le=65_536)
+    fragment_length: int = Field(64, ge=1, le=MAX_STEPS_PER_FRAGMENT)
+    num_cpus_per_worker: float = Field(1.0, gt=0, le=1024)
+
+    @model_validator(mode="after")
+    def _fragment_fits(self) -> RolloutConfig:
+        steps = self.envs_per_worker * self.fragment_length
+        if steps > MAX_STEPS_PER_FRAGMENT:
+            raise ValueError(
+                f"rollout.envs_per_worker x rollout.fragment_length is {steps:,} steps per fragment, "
+                f"above {MAX_STEPS_PER_FRAGMENT:,}: lower one of them"
+            )
+        return self
 
 
 class ModelConfig(_Strict):
-    hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [64, 64])
+    hidden_sizes: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(default_factory=lambda: [64, 64], max_length=64)
     activation: Literal["tanh", "relu"] = "tanh"
 
 
 class _AlgoCommon(_Strict):
     lr: float = Field(2.5e-4, gt=0)
     anneal_lr: bool = True
-    update_epochs: int = Field(4, ge=1)
-    num_minibatches: int = Field(4, ge=1)
+    update_epochs: int = Field(4, ge=1, le=10_000)
+    num_minibatches: int = Field(4, ge=1, le=MAX_STEPS_PER_FRAGMENT)
     clip_coef: float = Field(0.2, gt=0)
     anneal_clip: bool = False
     """Anneal clip_coef linearly to zero over the run, as learning rate is (rl-zoo3's lin_0.2)."""
@@ -70,9 +94,9 @@ class PPOConfig(_AlgoCommon):
 
 class GRPOConfig(_AlgoCommon):
     name: Literal["grpo"] = "grpo"
-    group_size: int = Field(8, ge=2)
+    group_size: int = Field(8, ge=2, le=65_536)
     kl_coef: float = Field(0.04, ge=0)
-    ref_update_interval: int = Field(10, ge=0)
+    ref_update_interval: int = Field(10, ge=0, le=10**9)
     """Updates between refreshes of the frozen reference policy; 0 never refreshes."""
 
 
@@ -81,14 +105,15 @@ AlgoConfig = Annotated[Union[PPOConfig, GRPOConfig], Field(discriminator="name")
 
 class SyncConfig(_Strict):
     mode: Literal["sync", "async"] = "sync"
-    max_policy_lag: int = Field(1, ge=0)
+    max_policy_lag: int = Field(1, ge=0, le=1000)
 
 
 class StopConfig(_Strict):
-    total_steps: int | None = Field(500_000, ge=1)
+    total_steps: int | None = Field(500_000, ge=1, le=10**13)
     target_return: float | None = None
     """Stop once the mean return of the last 100 episodes reaches this."""
-    time_budget_s: float | None = Field(None, gt=0)
+    # A year: longer is a typing mistake, and far longer overflows the waits on it.
+    time_budget_s: float | None = Field(None, gt=0, le=366 * 24 * 3600)
 
     @model_validator(mode="after")
     def _some_stop(self) -> StopConfig:
@@ -98,15 +123,15 @@ class StopConfig(_Strict):
 
 
 class CheckpointConfig(_Strict):
-    every_updates: int = Field(50, ge=1)
-    keep: int = Field(3, ge=1)
+    every_updates: int = Field(50, ge=1, le=10**9)
+    keep: int = Field(3, ge=1, le=10_000)
 
 
 class TrainConfig(_Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 1
+    seed: int = Field(1, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    learner_threads: int = Field(1, ge=0)
+    learner_threads: int = Field(1, ge=0, le=1024)
     """torch threads of a CPU learner; 0 keeps torch's default (one per core)."""
     runs_dir: str = Field(default_factory=lambda: os.environ.get("RLKIT_RUNS_DIR", "runs"))
     """Parent of run directories; $RLKIT_RUNS_DIR sets the default (jobs, sweeps)."""
@@ -117,6 +142,15 @@ class TrainConfig(_Strict):
     sync: SyncConfig = Field(default_factory=SyncConfig)
     stop: StopConfig = Field(default_factory=StopConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @field_validator("runs_dir")
+    @classmethod
+    def _runs_dir_can_hold_runs(cls, value: str) -> str:
+        try:
+            paths.check_dir(Path(value).expanduser())
+        except BadInputError as err:
+            raise ValueError(str(err)) from None
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -149,6 +183,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {err.__class__.__name__}") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested deeper than Python can parse", f"keep it under {MAX_DEPTH} levels") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -156,6 +192,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
     if data is None:
         return {}
+    check_shape(data, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top, got {type(data).__name__}")
     return data
@@ -170,7 +207,26 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise ConfigError(f"--set {key.strip()}: nested deeper than Python can parse",
+                          f"keep it under {MAX_DEPTH} levels") from None
+    check_shape(value, f"--set {key.strip()}")
     return key.strip().split("."), value
+
+
+def check_shape(data: Any, source: str) -> None:
+    """Refuse YAML nested deeper than ``MAX_DEPTH`` or with more than ``MAX_VALUES`` values."""
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    seen = 0
+    while pending:
+        node, depth = pending.pop()
+        seen += 1
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{source}: nested deeper than {MAX_DEPTH} levels", "flatten it")
+        if seen > MAX_VALUES:
+            raise ConfigError(f"{source}: more than {MAX_VALUES:,} values (aliases count each time they are used)")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        pending.extend((child, depth + 1) for child in children)
 
 
 def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -239,8 +295,13 @@ def describe_validation_error(err: ValidationError, model: type[BaseModel], sour
         msg = msg.removeprefix("Value error, ")
         return f"{source}: {msg}" if key == "(top level)" else f"{source}: {key}: {msg}"
     given = first.get("input")
-    shown = f" (got {given!r})" if not isinstance(given, dict) else ""
+    shown = f" (got {_short_repr(given)})" if not isinstance(given, dict) else ""
     return f"{source}: {key}: {msg}{shown}"
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def load_train_config(path: Path | None, overrides: list[str] | None = None,

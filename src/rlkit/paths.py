@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rlkit.errors import BadInputError
+
 ADDRESS_FILE_ENV = "RLKIT_RAY_ADDRESS_FILE"
 HOME_ENV = "RLKIT_HOME"
 
@@ -18,7 +20,19 @@ def address_file() -> Path:
 def rlkit_home() -> Path:
     """rlkit's own state directory: ``$RLKIT_HOME`` or ``~/.rlkit``."""
     override = os.environ.get(HOME_ENV)
-    return Path(override).expanduser() if override else Path.home() / ".rlkit"
+    home = Path(override).expanduser() if override else Path.home() / ".rlkit"
+    return check_dir(home, f"{HOME_ENV} " if override else "")
+
+
+def check_dir(path: Path, what: str = "") -> Path:
+    """``path`` if it is a directory or can become one (what exists of it is directories)."""
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                where = str(path) if existing == path else f"{path}: {existing}"
+                raise BadInputError(f"{what}{where} is not a directory", "move the file away or choose another path")
+            break
+    return path
 
 
 def clusters_dir() -> Path:
@@ -42,5 +56,8 @@ def locks_dir() -> Path:
 
 def private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) so that only the owner can enter it."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as err:
+        raise BadInputError(f"cannot create {path}: {err.strerror}", f"check {HOME_ENV} and its permissions") from None
     return path

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from rlkit.cli import output, results
+from rlkit.cli import options, output, results
 
 if TYPE_CHECKING:
     from rlkit.clusters.local import LaunchOutcome, LocalSpec
@@ -27,9 +27,12 @@ launch_app = typer.Typer(
 @launch_app.command("local")
 def local(
     name: str = typer.Option("local", "--name", "-n", help="Cluster name; with --num-clusters N, NAME-1 ... NAME-N."),
-    num_clusters: int = typer.Option(1, "--num-clusters", "-N", help="How many independent heads to start."),
-    cpus: int | None = typer.Option(None, "--cpus", help="CPUs each head offers (default: all of this machine's)."),
-    gpus: int | None = typer.Option(None, "--gpus", help="GPUs each head offers (default: those Ray detects)."),
+    num_clusters: int = typer.Option(1, "--num-clusters", "-N", max=64,
+                                      help="How many independent heads to start (at most 64)."),
+    cpus: int | None = typer.Option(None, "--cpus", help="CPUs each head offers (default: all of this machine's).",
+                               callback=options.resource),
+    gpus: int | None = typer.Option(None, "--gpus", help="GPUs each head offers (default: those Ray detects).",
+                               callback=options.resource),
     host: str = typer.Option("127.0.0.1", "--host", help="Address the dashboard listens on; 0.0.0.0 exposes it."),
     no_token: bool = typer.Option(False, "--no-token", help="Turn Ray's token authentication off (not advised)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be started; start nothing."),
@@ -112,7 +115,7 @@ def _report(specs: list[LocalSpec], outcomes: list[Outcome[LaunchOutcome]]) -> N
     if up:
         first = up[0]
         output.console.print("\n[bold]Next steps[/]")
-        output.console.print(f"  rlkit submit {first} -- python train.py     # send a job", markup=False)
+        output.console.print(f"  rlkit submit --cluster {first} -- python train.py     # send a job", markup=False)
         output.console.print(f'  eval "$(rlkit env {first})"; ray job submit -- python x.py   # Ray\'s own CLI',
                              markup=False)
         output.console.print("  rlkit status                               # health and resources", markup=False)

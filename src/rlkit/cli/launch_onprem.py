@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rlkit.cli import output, results
+from rlkit.cli import options, output, results
 from rlkit.clusters.onprem import DEFAULT_TEMPLATE
 
 _MARKER_AT_LAUNCH = "<made at launch>"
@@ -19,7 +19,8 @@ def onprem(
     ssh_key: Path = typer.Option(..., "--ssh-key", help="Private key of that user (no passphrase prompt)."),
     name: str = typer.Option("onprem", "--name", "-n", help="Cluster name."),
     config: Path = typer.Option(DEFAULT_TEMPLATE, "--config", help="Cluster template (node commands, in ray up's format)."),
-    timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for every node to join after its ray start."),
+    timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for every node to join after its ray start.",
+                                  callback=options.seconds),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the rendered config; start nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print the registered record as JSON."),
 ) -> int:

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from rlkit.cli import output
+from rlkit.cli import options, output
 from rlkit.errors import BadInputError
 
 
@@ -15,7 +15,7 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
     tail: int | None = typer.Option(None, "--tail", "-n", help="Only the last N lines written so far."),
     cluster: str | None = typer.Option(None, "--cluster", "-c", help="The job's cluster (default: ask them all)."),
-    timeout: float = typer.Option(3.0, "--timeout", help="Seconds to wait for each cluster's answer."),
+    timeout: float = typer.Option(3.0, "--timeout", help="Seconds to wait for each cluster's answer.", callback=options.seconds),
 ) -> int:
     """Print a job's logs; rlkit finds the cluster that runs it.
 
@@ -35,8 +35,6 @@ def logs(
 
     if tail is not None and tail < 0:
         raise BadInputError(f"--tail must be 0 or more, not {tail}")
-    if timeout <= 0:
-        raise BadInputError("--timeout must be positive")
     job = find_jobs([job_id], select_clusters([cluster]) if cluster else None, timeout)[0]
     text = job_logs(job, timeout=max(timeout, 10.0))
     lines = text.splitlines(keepends=True)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from rlkit.cli import output
+from rlkit.cli import options, output
 from rlkit.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -25,8 +25,8 @@ def status(
     names: list[str] | None = typer.Argument(None, help="Clusters to show (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until Ctrl-C."),
-    interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes with --watch."),
-    timeout: float = typer.Option(3.0, "--timeout", help="Seconds to wait for each cluster's answer."),
+    interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes with --watch.", callback=options.seconds),
+    timeout: float = typer.Option(3.0, "--timeout", help="Seconds to wait for each cluster's answer.", callback=options.seconds),
     all_jobs: bool = typer.Option(False, "--all-jobs", help="List every job, not only those rlkit submitted."),
 ) -> int:
     """Show every registered cluster: state, nodes, CPUs and GPUs used/total, Ray version, token auth; then their jobs and the sweeps rlkit knows of.
@@ -45,8 +45,6 @@ def status(
     """
     from rlkit.clusters.status import collect_status
 
-    if timeout <= 0 or interval <= 0:
-        raise BadInputError("--timeout and --interval must be positive")
     if watch and as_json:
         raise BadInputError("--watch and --json do not go together", "run `rlkit status --json` in a loop instead")
     if watch:

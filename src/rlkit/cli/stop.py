@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from rlkit.cli import output, results
+from rlkit.cli import options, output, results
 from rlkit.errors import BadInputError
 
 
@@ -16,7 +16,7 @@ def stop(
     all_jobs: bool = typer.Option(False, "--all-jobs", help="Every running job on the --cluster, rlkit's or not."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
-    timeout: float = typer.Option(3.0, "--timeout", help="Seconds to wait for each cluster's answer when looking."),
+    timeout: float = typer.Option(3.0, "--timeout", help="Seconds to wait for each cluster's answer when looking.", callback=options.seconds),
 ) -> int:
     """Stop jobs: Ray interrupts them as Ctrl-C would (rlkit train saves a checkpoint first).
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from rlkit.cli import output, results
+from rlkit.cli import options, output, results
 from rlkit.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -29,14 +29,14 @@ def submit(
     include: list[str] = typer.Option([], "--include", metavar="PATTERN",
                                       help="Send files that match PATTERN although they look like secrets (repeatable)."),
     name: str | None = typer.Option(None, "--name", help="Job name (default: the run's name, or the script's)."),
-    cpus: float | None = typer.Option(None, "--cpus", help="CPUs reserved for the job's driver (the learner)."),
-    gpus: float | None = typer.Option(None, "--gpus", help="GPUs reserved for the job's driver (the learner)."),
+    cpus: float | None = typer.Option(None, "--cpus", help="CPUs reserved for the job's driver (the learner).", callback=options.resource),
+    gpus: float | None = typer.Option(None, "--gpus", help="GPUs reserved for the job's driver (the learner).", callback=options.resource),
     env: list[str] = typer.Option([], "--env", "-e", help="Environment variable for the job: KEY=VALUE (repeatable)."),
     runs_dir: str | None = typer.Option(None, "--runs-dir", help="Absolute directory on the clusters for run directories."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream the jobs' logs until they end."),
     as_json: bool = typer.Option(False, "--json", help="Print the submissions as JSON."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be sent; send nothing."),
-    timeout: float = typer.Option(60.0, "--timeout", help="Seconds each cluster has to take its jobs."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds each cluster has to take its jobs.", callback=options.seconds),
 ) -> int:
     """Send jobs to Ray clusters through Ray's Job Submission API, in parallel.
 
@@ -64,8 +64,6 @@ def submit(
         raise BadInputError("--all and --cluster do not go together", "--all already takes every cluster")
     if follow and as_json:
         raise BadInputError("--follow and --json do not go together")
-    if timeout <= 0:
-        raise BadInputError("--timeout must be positive")
     defaults = {"name": name, "cpus": cpus, "gpus": gpus, "env": parse_env(env)}
     specs = [with_defaults(spec, **defaults) for spec in specs_from_args(list(jobs or []))]
     plan = plan_submissions(specs, clusters or None, broadcast=everything, working_dir=working_dir, runs_dir=runs_dir)

@@ -76,7 +76,7 @@ def train(
 
 def evaluate(
     target: Path = typer.Argument(..., help="A run directory or a checkpoint file."),
-    episodes: int = typer.Option(10, "--episodes", "-n", help="Episodes to run."),
+    episodes: int = typer.Option(10, "--episodes", "-n", min=1, max=100_000, help="Episodes to run."),
     json_: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Mean and std return of a trained policy, acting deterministically.

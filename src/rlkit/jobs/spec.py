@@ -54,7 +54,7 @@ class JobSpec(BaseModel):
     """One job. ``cpus``/``gpus`` are reserved for the entrypoint (the
     driver, where rlkit's learner runs); rollout actors ask for their own."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # Checked after the fields, so that a misspelt key is reported as the
     # unknown key it is rather than as a missing entrypoint.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib.util
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rlkit.config import TrainConfig, apply_overrides, describe_validation_error, load_yaml, set_key
+from rlkit.config import MAX_SEED, TrainConfig, apply_overrides, describe_validation_error, load_yaml, set_key
 from rlkit.errors import ConfigError
 
 CONTINUOUS = ("uniform", "quniform", "loguniform", "qloguniform")
@@ -35,13 +36,13 @@ BASE_PREFIX = "base."
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Distribution(BaseModel):
     """One search-space entry, written ``{loguniform: [1.0e-4, 1.0e-2]}``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     kind: Literal["choice", "grid", "uniform", "quniform", "loguniform", "qloguniform", "randint", "qrandint"]
     values: list[Any] = Field(default_factory=list)
     """The options of choice and grid."""
@@ -73,8 +74,10 @@ class Distribution(BaseModel):
             raise ValueError(f"{kind} takes {names}, e.g. {{{kind}: {_example(kind)}}}")
         try:
             numbers = [float(a) for a in args]
-        except (TypeError, ValueError):
-            raise ValueError(f"{kind} bounds must be numbers, got {args}") from None
+        except (TypeError, ValueError, OverflowError):
+            numbers = []
+        if not numbers or not all(math.isfinite(n) for n in numbers):
+            raise ValueError(f"{kind} bounds must be finite numbers, got {args}")
         return {"kind": kind, "low": numbers[0], "high": numbers[1], "q": numbers[2] if len(numbers) == 3 else None}
 
     @model_validator(mode="after")
@@ -171,7 +174,7 @@ class SearchSpec(_Strict):
     learns from finished trials."""
 
     type: Literal["random", "grid", "optuna"] = "random"
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
 
 class SweepStop(_Strict):
@@ -186,7 +189,7 @@ class Resources(_Strict):
 
     learner_cpus: float = Field(1.0, ge=0)
     learner_gpus: float = Field(0.0, ge=0)
-    rollout_workers: int | None = Field(None, ge=1)
+    rollout_workers: int | None = Field(None, ge=1, le=1024)
     """Sets the base config's rollout.num_workers."""
     cpus_per_worker: float | None = Field(None, gt=0)
     """Sets the base config's rollout.num_cpus_per_worker."""
@@ -203,18 +206,18 @@ class SweepFile(_Strict):
     """Dotted keys set on the base for every trial, e.g. stop.total_steps: 20000."""
     metric: str = "charts/rolling_return"
     mode: Literal["max", "min"] = "max"
-    num_samples: int = Field(1, ge=1)
+    num_samples: int = Field(1, ge=1, le=100_000)
     space: dict[str, Distribution] = Field(default_factory=dict)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
     stop: SweepStop = Field(default_factory=SweepStop)
     resources: Resources = Field(default_factory=Resources)
-    max_concurrent_trials: int | None = Field(None, ge=1)
-    max_failures: int = Field(1, ge=0)
+    max_concurrent_trials: int | None = Field(None, ge=1, le=100_000)
+    max_failures: int = Field(1, ge=0, le=1000)
     """How often a trial that raises is retried (from its last checkpoint)."""
-    checkpoint_every: int | None = Field(None, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1, le=10**9)
     """Training iterations between trial checkpoints (default: PBT's interval, else 10)."""
-    keep_checkpoints: int | None = Field(None, ge=1)
+    keep_checkpoints: int | None = Field(None, ge=1, le=10_000)
     """Checkpoints kept per trial (default 2; with PBT 5, since clones restore a donor's)."""
     storage_path: str | None = None
     """Parent of the sweep directory (default: <base runs_dir>/sweeps)."""
