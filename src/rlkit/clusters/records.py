@@ -15,7 +15,7 @@ from typing import Any
 
 from rlkit import paths
 from rlkit.clusters.files import atomic_write
-from rlkit.errors import BadInputError, WorkFailedError
+from rlkit.errors import BadInputError
 
 NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 40 characters"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
@@ -69,6 +69,9 @@ class ClusterRecord:
     pids: list[ProcessRef] = field(default_factory=list)
     ssh: dict[str, str] | None = None
     config_path: str | None = None
+    # Why the record file could not be read (``state`` is then "broken"):
+    # the cluster is still listed, and `rlkit teardown` still stops it.
+    problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +83,15 @@ class ClusterRecord:
         values = {k: v for k, v in data.items() if k in known}
         values["pids"] = [ProcessRef(**p) for p in values.get("pids", [])]
         return cls(**values)
+
+    @classmethod
+    def broken(cls, name: str, problem: str, text: str = "") -> ClusterRecord:
+        """What is left of an unreadable record: its name (the file's), and
+        its provider if the text still says it (local otherwise: only a
+        local cluster can be found without its record)."""
+        provider = re.search(r'"provider"\s*:\s*"([a-z]+)"', text)
+        return cls(name=name, provider=provider[1] if provider else "local", address="", dashboard_url="",
+                   state="broken", problem=problem)
 
 
 def record_path(name: str) -> Path:
@@ -95,7 +107,10 @@ def save_record(record: ClusterRecord) -> Path:
 
 
 def load_record(name: str) -> ClusterRecord | None:
-    """The record of ``name``, or None when rlkit did not launch it."""
+    """The record of ``name``, or None when rlkit did not launch it. An
+    unreadable record (truncated, not a JSON object, a directory) comes
+    back as ``ClusterRecord.broken``: it must block no other cluster's
+    commands, and teardown still finds the cluster by its name."""
     if not is_valid_name(name):
         return None
     path = record_path(name)
@@ -103,13 +118,19 @@ def load_record(name: str) -> ClusterRecord | None:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as err:
+        return ClusterRecord.broken(name, f"{path}: rlkit's record of {name!r} cannot be read ({_reason(err)})")
     try:
-        return ClusterRecord.from_dict(json.loads(text))
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+        return ClusterRecord.from_dict(data)
     except (ValueError, TypeError) as err:
-        raise WorkFailedError(
-            f"{path}: rlkit's record of {name!r} is unreadable ({err})",
-            "if the cluster is gone, delete the file",
-        ) from None
+        return ClusterRecord.broken(name, f"{path}: rlkit's record of {name!r} is unreadable ({err})", text)
+
+
+def _reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or str(err)
 
 
 def list_records() -> list[ClusterRecord]:
@@ -122,4 +143,7 @@ def list_records() -> list[ClusterRecord]:
 
 
 def delete_record(name: str) -> None:
-    record_path(name).unlink(missing_ok=True)
+    path = record_path(name)
+    if path.is_dir():
+        raise BadInputError(f"{path} is a directory, not rlkit's record of {name!r}", "remove it by hand")
+    path.unlink(missing_ok=True)
