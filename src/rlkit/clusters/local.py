@@ -352,7 +352,7 @@ def running_processes(record: ClusterRecord) -> list[ProcessRef]:
     """The cluster's processes that run now: those that carry its name's
     marker (found even when its record is lost), those that carry the
     record's marker, and those recorded at launch that still run."""
-    markers = {procs.cluster_marker(record.name), record.process_marker or procs.cluster_marker(record.name)}
+    markers = [procs.cluster_marker(record.name)] + ([record.process_marker] if record.process_marker else [])
     found = {r.pid: r for marker in markers for r in procs.find_processes(marker)}
     for ref in record.pids:
         if ref.pid not in found and procs.is_running(ref):

@@ -43,6 +43,12 @@ def _read(pid: int, name: str) -> bytes:
         return b""
 
 
+def this_process() -> ProcessRef:
+    stat = _stat(os.getpid())
+    assert stat is not None
+    return ProcessRef(os.getpid(), stat[2])
+
+
 def is_running(ref: ProcessRef) -> bool:
     """True while that very process runs (a zombie has finished running)."""
     stat = _stat(ref.pid)

@@ -114,23 +114,33 @@ def load_record(name: str) -> ClusterRecord | None:
     if not is_valid_name(name):
         return None
     path = record_path(name)
+    if path.is_dir():
+        return ClusterRecord.broken(name, _not_a_record(name))
+    fix = f"`rlkit teardown {name}` stops the cluster and removes the record"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as err:
-        return ClusterRecord.broken(name, f"{path}: rlkit's record of {name!r} cannot be read ({_reason(err)})")
+        reason = getattr(err, "strerror", None) or str(err)
+        return ClusterRecord.broken(name, f"{path}: rlkit's record of {name!r} cannot be read ({reason}); {fix}")
     try:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise TypeError(f"a JSON {type(data).__name__}, not an object")
         return ClusterRecord.from_dict(data)
     except (ValueError, TypeError) as err:
-        return ClusterRecord.broken(name, f"{path}: rlkit's record of {name!r} is unreadable ({err})", text)
+        return ClusterRecord.broken(name, f"{path}: rlkit's record of {name!r} is unreadable ({err}); {fix}", text)
 
 
-def _reason(err: Exception) -> str:
-    return getattr(err, "strerror", None) or str(err)
+def _not_a_record(name: str) -> str:
+    return f"{record_path(name)} is a directory, not rlkit's record of {name!r}: remove it (rlkit never makes one)"
+
+
+def check_record_path(name: str) -> None:
+    """Raise ``BadInputError`` when rlkit could not write the record of ``name``."""
+    if record_path(name).is_dir():
+        raise BadInputError(_not_a_record(name))
 
 
 def list_records() -> list[ClusterRecord]:
@@ -143,7 +153,5 @@ def list_records() -> list[ClusterRecord]:
 
 
 def delete_record(name: str) -> None:
-    path = record_path(name)
-    if path.is_dir():
-        raise BadInputError(f"{path} is a directory, not rlkit's record of {name!r}", "remove it by hand")
-    path.unlink(missing_ok=True)
+    check_record_path(name)
+    record_path(name).unlink(missing_ok=True)

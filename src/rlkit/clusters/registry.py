@@ -9,7 +9,7 @@ from rlkit import paths
 from rlkit.clusters import address_file
 from rlkit.clusters.address_file import AddressEntry
 from rlkit.clusters.auth import TokenSource, token_source
-from rlkit.clusters.records import ClusterRecord, delete_record, list_records, load_record, save_record
+from rlkit.clusters.records import ClusterRecord, check_record_path, delete_record, list_records, load_record, save_record
 from rlkit.errors import BadInputError, UnknownClusterError
 
 MANUAL = "manual"
@@ -108,6 +108,7 @@ def claim_name(name: str, provider: str) -> ClusterRecord | None:
     """Check that ``provider`` may launch a cluster called ``name``; return
     the record of an earlier launch of it (to relaunch), if any. A
     hand-written entry, or another provider's cluster, keeps the name."""
+    check_record_path(name)
     entries = address_file.read_entries()
     record = reload_record(name, entries)
     for entry in entries:

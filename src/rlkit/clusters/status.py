@@ -82,7 +82,7 @@ def probe(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> ClusterStatus
     )
     if cluster.record and cluster.record.state == "broken":
         status.state, status.input_error = BROKEN, True
-        status.detail = f"{cluster.record.problem}; `rlkit teardown {cluster.name}` stops it and removes the record"
+        status.detail = cluster.record.problem or "rlkit's record is unreadable"
         return status
     if cluster.record and cluster.record.state == "stopped":
         status.state = STOPPED
