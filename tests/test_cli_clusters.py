@@ -163,19 +163,6 @@ def test_status_watch_refreshes_until_ctrl_c() -> None:
     assert "hand" in out and "UNREACHABLE" in out
 
 
-@pytest.mark.parametrize("kind", ["directory", "json-array"])
-def test_an_address_file_that_is_no_list_of_addresses_is_one_line_and_exit_code_2(kind: str) -> None:
-    path = paths.address_file()
-    if kind == "directory":
-        path.mkdir(parents=True)
-    else:
-        path.write_text('["10.0.0.1:6379"]\n')
-    for args in (["status"], ["env", "a"], ["launch", "local", "--name", "c"], ["teardown", "--all", "-y"]):
-        result = run_rlkit(*args)
-        assert result.returncode == 2, (args, result.stdout + result.stderr)
-        assert one_error_line(result).startswith(f"error: {path}")
-
-
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
