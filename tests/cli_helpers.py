@@ -35,9 +35,10 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @contextmanager
-def launched_local_clusters(base: Path, *launch_args: str,
-                            timeout: float = 180) -> Iterator[tuple[dict[str, str], list[ClusterRecord]]]:
-    """``rlkit launch local LAUNCH_ARGS`` with rlkit's registry under ``base``; yields (env, records).
+def launched_local_clusters(base: Path, *launch_args: str, timeout: float = 180,
+                            shell_env: dict[str, str] | None = None) -> Iterator[tuple[dict[str, str], list[ClusterRecord]]]:
+    """``rlkit launch local LAUNCH_ARGS`` with rlkit's registry under ``base``
+    (and ``shell_env`` set in the launching shell alone); yields (env, records).
 
     Every cluster in that registry is stopped on the way out, even when a test failed.
     """
@@ -47,7 +48,7 @@ def launched_local_clusters(base: Path, *launch_args: str,
             patch.setenv(key, value)
         patch.delenv("RAY_ADDRESS", raising=False)
         try:
-            result = run_rlkit("launch", "local", *launch_args, "--json", timeout=timeout)
+            result = run_rlkit("launch", "local", *launch_args, "--json", timeout=timeout, extra_env=shell_env)
             assert result.returncode == 0, result.stderr
             yield env, [ClusterRecord.from_dict(r) for r in json.loads(result.stdout)]
         finally:

@@ -117,6 +117,8 @@ def test_env_exports_the_clusters_token_path_never_the_token(tmp_path: Path) -> 
     assert result.stdout == (
         "export RAY_ADDRESS=10.1.2.3:4567\nexport RAY_API_SERVER_ADDRESS=http://127.0.0.1:9\n"
         f"export RAY_AUTH_MODE=token\nexport RAY_AUTH_TOKEN_PATH={token}\nunset RAY_AUTH_TOKEN\n"
+        # The cluster listens on loopback alone: Ray's clients must not swap 127.0.0.1 for this host's address.
+        "export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0\n"
     )
     assert "s3cret" not in result.stdout + result.stderr
 
@@ -196,3 +198,35 @@ def test_usage_errors_are_one_line_naming_the_command_exit_2(args: list[str], wo
     result = run_rlkit(*args)
     assert result.returncode == 2, result.stdout + result.stderr
     assert words in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (None, "is a directory, not rlkit's record of 'bad': remove it"),
+        ("[]\n", "is unreadable (a JSON list, not an object)"),
+        ('{"name": "bad", "provider": "lo', "is unreadable (Unterminated string"),
+    ],
+)
+def test_a_broken_record_is_listed_in_one_line_and_blocks_no_other_cluster(text: str | None, problem: str) -> None:
+    paths.address_file().write_text("# Cluster: hand\nhttp://127.0.0.1:1\n")
+    record = paths.clusters_dir() / "bad.json"
+    record.parent.mkdir(parents=True)
+    if text is None:
+        record.mkdir()
+    else:
+        record.write_text(text)
+    status = run_rlkit("status", "--json", "--timeout", "1")
+    rows = {c["name"]: c for c in json.loads(status.stdout)["clusters"]}
+    assert rows["bad"]["state"] == "BROKEN" and problem in rows["bad"]["detail"], rows["bad"]
+    assert "\n" not in rows["bad"]["detail"] and rows["hand"]["state"] == "UNREACHABLE"
+    bad_alone = run_rlkit("status", "bad")
+    assert bad_alone.returncode == 2 and "Traceback" not in bad_alone.stderr
+    assert run_rlkit("env", "hand").returncode == 0
+    teardown = run_rlkit("teardown", "bad", "-y")
+    if text is None:
+        assert teardown.returncode != 0 and "remove it (rlkit never makes one)" in teardown.stderr
+    else:
+        assert teardown.returncode == 0, teardown.stderr
+        assert "bad was already stopped; entry removed" in teardown.stdout
+        assert not record.exists()

@@ -7,10 +7,13 @@ fixture's finalizer stops whatever is left, even when a test fails.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,8 +28,12 @@ from rlkit.clusters import dashboard, local, procs
 from rlkit.clusters.records import ClusterRecord, list_records, load_record
 from rlkit.errors import WorkFailedError
 from tests.cli_helpers import RLKIT, launched_local_clusters, one_error_line, run_rlkit
+from tests.testhosts_fixture import SshHosts
 
 pytestmark = pytest.mark.timeout(300)
+
+# Set in the shell that launches the lab's clusters, and nowhere else.
+SHELL_ONLY = "RLKIT_TEST_SET_IN_THE_LAUNCHING_SHELL"
 
 
 @dataclass
@@ -41,7 +48,8 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     base = tmp_path_factory.mktemp("lab")
-    with launched_local_clusters(base, "--name", "t", "--num-clusters", "2", "--cpus", "1") as (env, records):
+    with launched_local_clusters(base, "--name", "t", "--num-clusters", "2", "--cpus", "1",
+                                 shell_env={SHELL_ONLY: "leaked"}) as (env, records):
         yield Lab(env, {r.name: r for r in records})
 
 
@@ -67,14 +75,6 @@ def test_launch_registers_two_independent_clusters(lab: Lab) -> None:
     assert text == f"# Cluster: t-1\n{t1.dashboard_url}\n# Cluster: t-2\n{t2.dashboard_url}\n"
     assert lab.token("t-1") not in text
     assert all(procs.is_running(ref) for ref in t1.pids)
-
-
-def test_dashboard_listens_on_loopback_only(lab: Lab) -> None:
-    record = lab.records["t-1"]
-    node_ip = (record.gcs_address or "").rsplit(":", 1)[0]
-    assert node_ip and node_ip != "127.0.0.1"
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection((node_ip, record.ports["dashboard"]), timeout=2).close()
 
 
 def test_status_shows_both_up_with_resources() -> None:
@@ -148,6 +148,84 @@ def test_rays_awk_recipe_reaches_the_first_cluster(lab: Lab) -> None:
     )
     assert recipe.returncode == 0, recipe.stdout + recipe.stderr
     assert f"GCS {lab.records['t-1'].gcs_address}" in recipe.stdout
+
+
+def _listening_sockets(pids: list[int]) -> dict[tuple[str, int], int]:
+    """{(address, port): pid} of the TCP sockets that ``pids`` listen on."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        for fd in (fd_dir.iterdir() if fd_dir.exists() else []):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes[target[8:-1]] = pid
+    found = {}
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            host, port = fields[1].split(":")
+            raw = bytes.fromhex(host)
+            # The kernel writes each 32-bit word of the address in host order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            found[(socket.inet_ntop(family, raw), int(port, 16))] = inodes[fields[9]]
+    return found
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+# Run inside a test host's network namespace: what each port of this
+# machine says to a request without a token.
+_PROBE = """
+import socket, sys
+for port in sys.argv[2:]:
+    try:
+        with socket.create_connection((sys.argv[1], int(port)), timeout=5) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\\r\\n\\r\\n")
+            print(port, s.recv(64).split(b"\\r\\n")[0].decode(errors="replace") or "closed")
+    except ConnectionRefusedError:
+        print(port, "refused")
+    except OSError as err:
+        print(port, type(err).__name__)
+"""
+
+
+def test_other_hosts_reach_no_port_of_a_local_cluster(lab: Lab, testhosts: SshHosts) -> None:
+    # The job tests above left workers running: their ports count too.
+    by_pid = {r.pid: name for name, rec in lab.records.items() for r in local.running_processes(rec)}
+    sockets = _listening_sockets(list(by_pid))
+    ports = {port for _, port in sockets}
+    for name, record in lab.records.items():
+        assert set(record.ports.values()) <= ports, f"{name}: some of its ports are not listened on"
+    wide = {f"{address}:{port} ({procs.command_name(procs.ProcessRef(pid, 0))})"
+            for (address, port), pid in sockets.items() if not _is_loopback(address)}
+    assert not wide, f"listening beyond loopback: {sorted(wide)}"
+    probe = subprocess.run(
+        ["ip", "netns", "exec", testhosts.hosts[0].netns, sys.executable, "-c", _PROBE, testhosts.machine_ip(),
+         *map(str, sorted(ports))], capture_output=True, text=True, timeout=120, check=True,
+    )
+    answers = dict(line.split(" ", 1) for line in probe.stdout.splitlines())
+    assert len(answers) == len(ports)
+    # Refused, or at least no answer without the token (HTTP 401/403).
+    allowed = {port: a for port, a in answers.items() if a == "refused" or a.split()[1:2] in (["401"], ["403"])}
+    assert answers == allowed, f"answered another host without a token: {answers}"
+
+
+def test_jobs_do_not_see_the_launching_shells_environment(lab: Lab) -> None:
+    show = "import os; print('ENV', ' '.join(sorted(os.environ)))"
+    job = _bash(f'eval "$(rlkit env t-2)" && ray job submit -- python -c "{show}"')
+    assert job.returncode == 0, job.stdout + job.stderr
+    names = next(line for line in job.stdout.splitlines() if line.startswith("ENV ")).split()[1:]
+    assert "PATH" in names and "HOME" in names
+    assert SHELL_ONLY not in names and "RLKIT_HOME" not in names and "RLKIT_RAY_ADDRESS_FILE" not in names
 
 
 def _write_entries(tmp_path: Path, text: str) -> dict[str, str]:
@@ -227,9 +305,17 @@ def test_unreachable_cluster_fails_fast(tmp_path: Path) -> None:
     assert f"gone: nothing listens at 127.0.0.1:{port} (connection refused)" in result.stdout
 
 
-def test_teardown_stops_one_cluster_and_only_that_one(lab: Lab) -> None:
+def test_a_truncated_record_blocks_nothing_and_teardown_still_stops_that_cluster_alone(lab: Lab) -> None:
     t1, t2 = lab.records["t-1"], lab.records["t-2"]
     t2_before = procs.find_processes(t2.process_marker or '')
+    record_file = Path(lab.env["RLKIT_HOME"]) / "clusters" / "t-1.json"
+    record_file.write_text(record_file.read_text()[:120])
+    listed = run_rlkit("status")
+    assert listed.returncode == 3, listed.stdout + listed.stderr
+    notes = [line for line in listed.stdout.splitlines() if line.startswith("t-1: ")]
+    assert "BROKEN" in listed.stdout and len(notes) == 1 and "is unreadable" in notes[0], listed.stdout
+    assert status_json("t-2")["t-2"]["state"] == "UP"
+    assert run_rlkit("env", "t-2").returncode == 0
     # Someone reading the cluster's log: not a process of the cluster.
     reader = subprocess.Popen(["tail", "-f", f"{t1.temp_dir}/session_latest/logs/raylet.out"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -248,6 +334,17 @@ def test_teardown_stops_one_cluster_and_only_that_one(lab: Lab) -> None:
     assert Path(lab.env["RLKIT_RAY_ADDRESS_FILE"]).read_text() == f"# Cluster: t-2\n{t2.dashboard_url}\n"
     assert all(procs.is_running(ref) for ref in t2_before)
     assert status_json()["t-2"]["state"] == "UP"
+
+
+def test_status_is_not_up_once_the_gcs_died(lab: Lab) -> None:
+    t2 = lab.records["t-2"]
+    gcs = [r for r in local.running_processes(t2) if procs.command_name(r) == "gcs_server"]
+    assert len(gcs) == 1
+    os.kill(gcs[0].pid, signal.SIGKILL)
+    result = run_rlkit("status", "--json", "--timeout", "3")
+    cluster = {c["name"]: c for c in json.loads(result.stdout)["clusters"]}["t-2"]
+    assert result.returncode == 1
+    assert cluster["state"] == "UNREACHABLE" and "GCS does not" in cluster["detail"], cluster
 
 
 def test_teardown_of_a_stopped_cluster_succeeds_with_a_note(lab: Lab) -> None:
@@ -274,6 +371,33 @@ def test_a_launch_that_fails_half_way_leaves_nothing_behind(lab: Lab) -> None:
     assert "halfway" not in Path(lab.env["RLKIT_RAY_ADDRESS_FILE"]).read_text()
     assert list(Path("/tmp").glob("rlkit-halfway-*")) == []
     assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if b"/tmp/rlkit-halfway-" in _read(p)]
+
+
+def test_a_launch_that_fails_at_registration_stops_what_it_started(lab: Lab) -> None:
+    address_file = Path(lab.env["RLKIT_RAY_ADDRESS_FILE"])
+    before = address_file.read_text()
+    launch = subprocess.Popen([RLKIT, "launch", "local", "--name", "late", "--cpus", "1"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # The record appears before `ray start`, which takes seconds: meanwhile
+        # someone writes an entry of that name by hand, and registering fails.
+        record_file = Path(lab.env["RLKIT_HOME"]) / "clusters" / "late.json"
+        deadline = time.monotonic() + 60
+        while not record_file.exists() and launch.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert record_file.exists() and launch.poll() is None
+        address_file.write_text(before + "# Cluster: late\nhttp://127.0.0.1:1\n")
+        _, stderr = launch.communicate(timeout=180)
+    finally:
+        if launch.poll() is None:
+            launch.kill()
+            launch.wait()
+        address_file.write_text(before)
+    assert launch.returncode == 2 and "cluster 'late' is already registered" in stderr, stderr
+    assert load_record("late") is None
+    assert not (Path(lab.env["RLKIT_HOME"]) / "tokens" / "late.token").exists()
+    assert list(Path("/tmp").glob("rlkit-late-*")) == []
+    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if b"/tmp/rlkit-late-" in _read(p)]
 
 
 def _read(path: Path) -> bytes:

@@ -47,6 +47,11 @@ class SshHosts:
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False,
         )  # fmt: skip
 
+    def machine_ip(self) -> str:
+        """This machine's own address on the hosts' bridge: what a host
+        reaches this machine at."""
+        return str(next(ipaddress.ip_network(self.subnet).hosts()))
+
     def unused_ip(self) -> str:
         """An address on the hosts' subnet where no host answers: traffic to
         it stays on this machine's bridge."""

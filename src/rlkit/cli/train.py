@@ -34,6 +34,9 @@ def train(
 
     Example: [bold]rlkit train configs/ppo_cartpole.yaml --set algo.lr=1e-3[/]
     """
+    from rlkit.train.session import prepare_process
+
+    prepare_process(address)
     from rlkit.config import load_train_config
     from rlkit.train.checkpoint import load_run_config
     from rlkit.train.run import train as run_train

@@ -25,10 +25,16 @@ TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 ENV_TIE = "env"
 
 
+def token_file(name: str) -> Path:
+    """Where the token of rlkit's cluster ``name`` is kept."""
+    return paths.tokens_dir() / f"{name}.token"
+
+
 def create_token_file(name: str) -> Path:
     """Generate a fresh token for cluster ``name``; store it 0600 under
     ``$RLKIT_HOME/tokens`` and return the file's path."""
-    path = paths.private_dir(paths.tokens_dir()) / f"{name}.token"
+    paths.private_dir(paths.tokens_dir())
+    path = token_file(name)
     # 256 bits, as Ray's own generator.
     atomic_write(path, secrets.token_hex(32), mode=0o600)
     return path

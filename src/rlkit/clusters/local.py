@@ -22,7 +22,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlkit.clusters import auth, dashboard, locks, procs, registry
+from rlkit.clusters import auth, dashboard, health, locks, procs, registry
 from rlkit.clusters.parallel import Outcome, run_parallel
 from rlkit.clusters.providers import StopResult
 from rlkit.clusters.records import (
@@ -54,6 +54,15 @@ _PORT_FLAGS = {
 # Fixed by Ray (44217, 44227) unless set in the environment.
 _PORT_ENVS = {"autoscaler_metrics": "AUTOSCALER_METRIC_PORT", "dashboard_metrics": "DASHBOARD_METRIC_PORT"}
 PORT_NAMES = (*_PORT_FLAGS, *_PORT_ENVS)
+# A local cluster is one node, so it needs no address that other hosts reach.
+# `ray start --node-ip-address=127.0.0.1` is no way to say so: Ray turns a
+# loopback node address into the machine's own (resolve_ip_for_localhost).
+# With Ray's single-machine mode (the default on macOS and Windows) its node
+# address is 127.0.0.1, and from that the GCS, raylet, core workers, agents,
+# client server and the three metrics servers each bind 127.0.0.1 alone
+# (gcs_server.cc, grpc_server.cc, dashboard/agent.py, reporter_agent.py,
+# monitor.py, util/client/server). The dashboard follows --dashboard-host.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 Progress = Callable[[str, str], None]
 
@@ -165,18 +174,27 @@ def plan(spec: LocalSpec, temp_dir: str | None = None, taken: set[int] | None = 
     env = {var: str(ports[key]) for key, var in _PORT_ENVS.items()}
     env[auth.MODE_ENV] = "token" if spec.token_auth else "disabled"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.update(LOOPBACK_ENV)
     return LocalPlan(spec, ports, temp_dir, command, env)
 
 
+# What `ray start` passes on from the launching shell: where programs,
+# libraries, the home directory and the locale are, and which Python
+# environment is active. Nothing else: a job must not see the launching
+# user's RLKIT_HOME, cloud credentials or another cluster's RAY_* settings.
+_INHERITED_ENV = ("HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM", "LD_LIBRARY_PATH",
+                  "CUDA_VISIBLE_DEVICES", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV")
+
+
 def _start_env(plan_: LocalPlan, token_path: Path | None, marker: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", auth.TOKEN_ENV, auth.TOKEN_PATH_ENV)}
+    env = {k: v for k, v in os.environ.items() if k in _INHERITED_ENV or k.startswith("LC_")}
     env.update(plan_.env)
     if token_path:
         env[auth.TOKEN_PATH_ENV] = str(token_path)
     env[procs.MARKER_ENV] = marker
     # Jobs run `python ...` from the raylet's PATH: let that be this Python,
     # the one that has Ray and rlkit installed.
-    env["PATH"] = os.pathsep.join([str(Path(plan_.command[0]).parent), env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([str(Path(plan_.command[0]).parent), os.environ.get("PATH", os.defpath)])
     return env
 
 
@@ -217,10 +235,15 @@ def _launch(spec: LocalSpec, report: Progress, timeout_s: float, wait_turn: Call
             report(spec.name, "clearing the stopped cluster")
             stop(previous)
         record = _start(spec, report, timeout_s)
-        if wait_turn:
-            report(spec.name, "registering")
-            wait_turn()
-        registry.register(record, replaces=previous.address if previous else None)
+        try:
+            if wait_turn:
+                report(spec.name, "registering")
+                wait_turn()
+            registry.register(record, replaces=previous.address if previous else None)
+        except BaseException:
+            # A cluster nobody can find by name is one nobody stops.
+            _discard(record)
+            raise
         report(spec.name, "up")
         return LaunchOutcome(record)
 
@@ -235,7 +258,7 @@ def check_names(specs: list[LocalSpec]) -> None:
 def _start(spec: LocalSpec, report: Progress, timeout_s: float) -> ClusterRecord:
     deadline = time.monotonic() + timeout_s
     report(spec.name, "choosing ports")
-    marker = uuid.uuid4().hex
+    marker = procs.cluster_marker(spec.name) + uuid.uuid4().hex
     with ExitStack() as undo:
         with locks.hold("ports", 60.0, f"{spec.name}: another rlkit holds the port lock"):
             taken = {p for r in list_records() for p in r.ports.values()}
@@ -317,18 +340,20 @@ def _discard(record: ClusterRecord) -> None:
 
 
 def is_up(record: ClusterRecord, timeout: float = 3.0) -> bool:
-    """Whether the cluster's dashboard answers its token."""
+    """Whether the cluster can take jobs (status's rule: UP)."""
     try:
-        dashboard.get_json(record.dashboard_url, "/api/version", auth.token_source(record.token_path).read(), timeout)
-    except (dashboard.DashboardError, BadInputError):
+        health.check_takes_jobs(record.dashboard_url, auth.token_source(record.token_path).read(), timeout)
+    except (dashboard.DashboardError, BadInputError, KeyError, TypeError):
         return False
     return True
 
 
 def running_processes(record: ClusterRecord) -> list[ProcessRef]:
-    """The cluster's processes that run now: those found by its marker, and
-    those recorded at launch that still run."""
-    found = {r.pid: r for r in procs.find_processes(record.process_marker)} if record.process_marker else {}
+    """The cluster's processes that run now: those that carry its name's
+    marker (found even when its record is lost), those that carry the
+    record's marker, and those recorded at launch that still run."""
+    markers = [procs.cluster_marker(record.name)] + ([record.process_marker] if record.process_marker else [])
+    found = {r.pid: r for marker in markers for r in procs.find_processes(marker)}
     for ref in record.pids:
         if ref.pid not in found and procs.is_running(ref):
             found[ref.pid] = ref
@@ -352,6 +377,7 @@ def stop(record: ClusterRecord, grace_s: float = STOP_GRACE_S) -> StopResult:
     ``ray stop`` orders them, so agents do not fight a vanished raylet), then
     delete its temp dir and token. Never touches another cluster."""
     refs = running_processes(record)
+    temp_dir = record.temp_dir or procs.temp_dir_of(refs)
     by_role: dict[str, list[ProcessRef]] = {"raylet": [], "other": [], "gcs_server": []}
     for ref in refs:
         name = procs.command_name(ref)
@@ -364,8 +390,10 @@ def stop(record: ClusterRecord, grace_s: float = STOP_GRACE_S) -> StopResult:
             f"{record.name}: {len(survivors)} processes survived SIGKILL: "
             + ", ".join(str(r.pid) for r in survivors)
         )
-    if record.temp_dir and Path(record.temp_dir).name.startswith("rlkit-"):
-        shutil.rmtree(record.temp_dir, ignore_errors=True)
-    if record.token_path:
-        Path(record.token_path).unlink(missing_ok=True)
+    if temp_dir and Path(temp_dir).name.startswith("rlkit-"):
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    # A broken record has lost the token's path, but not where rlkit keeps it.
+    token_path = record.token_path or (str(auth.token_file(record.name)) if record.state == "broken" else None)
+    if token_path:
+        Path(token_path).unlink(missing_ok=True)
     return StopResult(record.name, len(refs), already_gone=not refs)

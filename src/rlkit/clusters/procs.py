@@ -10,12 +10,15 @@ time, so a pid that the kernel has since reused is never signalled.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from rlkit import paths
 from rlkit.clusters.records import ProcessRef
 
 MARKER_ENV = "RLKIT_CLUSTER_MARKER"
@@ -46,15 +49,30 @@ def process_ref(pid: int) -> ProcessRef | None:
     return None if stat is None else ProcessRef(pid, stat[2])
 
 
+def this_process() -> ProcessRef:
+    stat = _stat(os.getpid())
+    assert stat is not None
+    return ProcessRef(os.getpid(), stat[2])
+
+
 def is_running(ref: ProcessRef) -> bool:
     """True while that very process runs (a zombie has finished running)."""
     stat = _stat(ref.pid)
     return stat is not None and stat[2] == ref.start_ticks and stat[0] not in ("Z", "X")
 
 
+def cluster_marker(name: str) -> str:
+    """The start of the marker of every cluster rlkit launches as ``name``
+    from this ``$RLKIT_HOME``: its processes can be found from the name
+    alone, whatever became of its record."""
+    home = os.path.realpath(paths.rlkit_home())
+    return hashlib.sha256(f"{home}\0{name}".encode()).hexdigest()[:16] + "-"
+
+
 def find_processes(marker: str) -> list[ProcessRef]:
-    """The running processes whose environment holds the cluster's
-    ``marker``, with all their descendants; only this user's processes.
+    """The running processes whose environment holds a cluster marker that
+    starts with ``marker``, with all their descendants; only this user's
+    processes.
 
     Not the processes whose command line names the cluster's temp dir: one
     of those may be someone's ``tail -f`` of the cluster's logs."""
@@ -77,7 +95,7 @@ def find_processes(marker: str) -> list[ProcessRef]:
             continue
         stats[pid] = stat
         children.setdefault(stat[1], []).append(pid)
-        if marker_entry in _read(pid, "environ").split(b"\0"):
+        if any(v.startswith(marker_entry) for v in _read(pid, "environ").split(b"\0")):
             roots.append(pid)
     found: set[int] = set()
     stack = [p for p in roots if p != os.getpid()]
@@ -120,6 +138,21 @@ def terminate(groups: list[list[ProcessRef]], grace_s: float) -> list[ProcessRef
         _signal(stubborn, signal.SIGKILL)
         survivors += _wait(stubborn, 5.0)
     return survivors
+
+
+_TEMP_DIR_ARG = re.compile(r"--(?:temp|session)[-_]dir=(/.+?)(?:/session_[^/]*)?$")
+
+
+def temp_dir_of(refs: Iterable[ProcessRef]) -> str | None:
+    """The temp dir that Ray's processes among ``refs`` were given (their
+    ``--temp-dir``, or the parent of their ``--session-dir``): the
+    cluster's, for a cluster whose record is lost."""
+    for ref in refs:
+        for arg in _read(ref.pid, "cmdline").decode(errors="replace").split("\0"):
+            match = _TEMP_DIR_ARG.match(arg)
+            if match:
+                return match[1]
+    return None
 
 
 def command_name(ref: ProcessRef) -> str:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rlkit import paths
-from rlkit.files import atomic_write
 from rlkit.errors import BadInputError, WorkFailedError
+from rlkit.files import atomic_write
 
 NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 40 characters"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
@@ -71,6 +71,9 @@ class ClusterRecord:
     tunnel: ProcessRef | None = None
     ssh: dict[str, str] | None = None
     config_path: str | None = None
+    # Why the record file could not be read (``state`` is then "broken"):
+    # the cluster is still listed, and `rlkit teardown` still stops it.
+    problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +87,15 @@ class ClusterRecord:
         if values.get("tunnel"):
             values["tunnel"] = ProcessRef(**values["tunnel"])
         return cls(**values)
+
+    @classmethod
+    def broken(cls, name: str, problem: str, text: str = "") -> ClusterRecord:
+        """What is left of an unreadable record: its name (the file's), and
+        its provider if the text still says it (local otherwise: only a
+        local cluster can be found without its record)."""
+        provider = re.search(r'"provider"\s*:\s*"([a-z]+)"', text)
+        return cls(name=name, provider=provider[1] if provider else "local", address="", dashboard_url="",
+                   state="broken", problem=problem)
 
 
 def record_path(name: str) -> Path:
@@ -99,21 +111,40 @@ def save_record(record: ClusterRecord) -> Path:
 
 
 def load_record(name: str) -> ClusterRecord | None:
-    """The record of ``name``, or None when rlkit did not launch it."""
+    """The record of ``name``, or None when rlkit did not launch it. An
+    unreadable record (truncated, not a JSON object, a directory) comes
+    back as ``ClusterRecord.broken``: it must block no other cluster's
+    commands, and teardown still finds the cluster by its name."""
     if not is_valid_name(name):
         return None
     path = record_path(name)
+    if path.is_dir():
+        return ClusterRecord.broken(name, _not_a_record(name))
+    fix = f"`rlkit teardown {name}` stops the cluster and removes the record"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        return ClusterRecord.broken(name, f"{path}: rlkit's record of {name!r} cannot be read ({reason}); {fix}")
     try:
-        return ClusterRecord.from_dict(json.loads(text))
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+        return ClusterRecord.from_dict(data)
     except (ValueError, TypeError) as err:
-        raise WorkFailedError(
-            f"{path}: rlkit's record of {name!r} is unreadable ({err})",
-            "if the cluster is gone, delete the file",
-        ) from None
+        return ClusterRecord.broken(name, f"{path}: rlkit's record of {name!r} is unreadable ({err}); {fix}", text)
+
+
+def _not_a_record(name: str) -> str:
+    return f"{record_path(name)} is a directory, not rlkit's record of {name!r}: remove it (rlkit never makes one)"
+
+
+def check_record_path(name: str) -> None:
+    """Raise ``BadInputError`` when rlkit could not write the record of ``name``."""
+    if record_path(name).is_dir():
+        raise BadInputError(_not_a_record(name))
 
 
 def list_records() -> list[ClusterRecord]:
@@ -126,4 +157,5 @@ def list_records() -> list[ClusterRecord]:
 
 
 def delete_record(name: str) -> None:
+    check_record_path(name)
     record_path(name).unlink(missing_ok=True)

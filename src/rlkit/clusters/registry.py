@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rlkit import paths
 from rlkit.clusters import address_file, tunnel
 from rlkit.clusters.address_file import AddressEntry
 from rlkit.clusters.auth import TokenSource, tied_token, token_source
 from rlkit.clusters.parallel import run_parallel
-from rlkit.clusters.records import ClusterRecord, delete_record, list_records, load_record, save_record
+from rlkit.clusters.records import ClusterRecord, check_record_path, delete_record, list_records, load_record, save_record
 from rlkit.errors import BadInputError, UnknownClusterError
 
 MANUAL = "manual"
@@ -94,8 +94,8 @@ def list_clusters() -> list[Cluster]:
     line is gone from the file."""
     # Tunnels first: one reopened on another port rewrites its address line.
     listed, tunnel_errors = _with_tunnels(list_records())
-    records = {r.name: r for r in listed}
     entries = address_file.read_entries()
+    records = {r.name: _adopt(r, entries) for r in listed}
     clusters = [Cluster(e.name, e, records.pop(e.name, None), tunnel_errors.get(e.name)) for e in entries]
     clusters += [Cluster(r.name, None, r, tunnel_errors.get(r.name)) for r in records.values()]
     return clusters
@@ -139,8 +139,10 @@ def claim_name(name: str, provider: str) -> ClusterRecord | None:
     """Check that ``provider`` may launch a cluster called ``name``; return
     the record of an earlier launch of it (to relaunch), if any. A
     hand-written entry, or another provider's cluster, keeps the name."""
-    record = load_record(name)
-    for entry in address_file.read_entries():
+    check_record_path(name)
+    entries = address_file.read_entries()
+    record = reload_record(name, entries)
+    for entry in entries:
         if entry.name == name and (record is None or entry.address != record.address):
             raise BadInputError(
                 f"{paths.address_file()}:{entry.line}: {name!r} is a cluster rlkit did not launch",
@@ -149,6 +151,23 @@ def claim_name(name: str, provider: str) -> ClusterRecord | None:
     if record and record.provider != provider:
         raise BadInputError(f"{name!r} is a {record.provider} cluster", "pick another --name")
     return record
+
+
+def reload_record(name: str, entries: list[AddressEntry] | None = None) -> ClusterRecord | None:
+    """rlkit's record of ``name`` as it is on disk now (a broken one with
+    its address entry adopted)."""
+    record = load_record(name)
+    return _adopt(record, address_file.read_entries() if entries is None else entries) if record else None
+
+
+def _adopt(record: ClusterRecord, entries: list[AddressEntry]) -> ClusterRecord:
+    """A broken record has lost its address: the entry of its name, which
+    rlkit wrote under ``# Cluster: NAME``, is taken to be its own again (so
+    that teardown removes it and a relaunch rewrites it)."""
+    if record.state != "broken":
+        return record
+    entry = next((e for e in entries if e.name == record.name), None)
+    return replace(record, address=entry.address, dashboard_url=entry.dashboard_url) if entry else record
 
 
 def register(record: ClusterRecord, replaces: str | None = None) -> None:

@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 
 from rlkit import paths
-from rlkit.clusters import auth
+from rlkit.clusters import auth, local
 from rlkit.clusters.registry import Cluster
 from rlkit.errors import BadInputError
 
@@ -18,19 +18,33 @@ def ray_environment(cluster: Cluster) -> dict[str, str | None]:
     ``RAY_API_SERVER_ADDRESS``; ``ray.init()`` and ``ray status`` take the
     GCS from ``RAY_ADDRESS`` (and refuse a dashboard URL there)."""
     env: dict[str, str | None] = {"RAY_ADDRESS": cluster.ray_address, "RAY_API_SERVER_ADDRESS": cluster.dashboard_url}
+    env.update(_token_env(cluster))
+    env.update(_loopback_env(cluster))
+    return env
+
+
+def _token_env(cluster: Cluster) -> dict[str, str | None]:
     token_path = cluster.record.token_path if cluster.record else None
     if token_path:
         if not Path(token_path).is_file():
             raise BadInputError(f"{cluster.name}: token file {token_path} is missing", "relaunch the cluster")
-        env.update(auth.ray_env(token_path))
-        return env
+        return auth.ray_env(token_path)
     # No token of rlkit's: undo one that an earlier `rlkit env` exported,
     # and leave a user's own Ray token settings alone.
     current = os.environ.get(auth.TOKEN_PATH_ENV)
     if current and Path(current).parent == paths.tokens_dir():
-        env[auth.TOKEN_PATH_ENV] = None
-        env[auth.MODE_ENV] = None
-    return env
+        return {auth.TOKEN_PATH_ENV: None, auth.MODE_ENV: None}
+    return {}
+
+
+def _loopback_env(cluster: Cluster) -> dict[str, str | None]:
+    """A local cluster listens on loopback alone, and a Ray client turns
+    127.0.0.1 into the machine's address unless it runs in Ray's
+    single-machine mode too; for another cluster, undo what an earlier
+    `rlkit env` exported."""
+    if cluster.record and cluster.record.provider == local.PROVIDER:
+        return dict(local.LOOPBACK_ENV)
+    return {k: None for k, v in local.LOOPBACK_ENV.items() if os.environ.get(k) == v}
 
 
 def export_lines(env: dict[str, str | None]) -> str:

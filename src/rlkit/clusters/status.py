@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rlkit.clusters import dashboard
+from rlkit.clusters import dashboard, health
 from rlkit.clusters.parallel import run_parallel
 from rlkit.clusters.registry import Cluster, select_clusters
 from rlkit.errors import BadInputError
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 UP = "UP"
 STARTING = "STARTING"
 STOPPED = "STOPPED"
+BROKEN = "BROKEN"
 DEFAULT_TIMEOUT_S = 3.0
 
 
@@ -30,7 +31,8 @@ DEFAULT_TIMEOUT_S = 3.0
 class ClusterStatus:
     """One row of the clusters table. ``state`` is UP, UNREACHABLE,
     AUTH-FAILED, WRONG-PORT, or STARTING / STOPPED for a cluster that rlkit
-    is launching / tore down with ``--keep-entry``; ``detail`` says why in
+    is launching / tore down with ``--keep-entry``, or BROKEN when rlkit's
+    record of it is unreadable; ``detail`` says why in
     one line.
     Numbers are None when the cluster did not say. ``input_error`` is True
     when what is wrong lies on this side: the address or a token file."""
@@ -78,6 +80,10 @@ def probe(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> ClusterStatus
         cluster.name, cluster.provider, cluster.address, cluster.dashboard_url,
         state=dashboard.UNREACHABLE, warning=cluster.port_warning(),
     )
+    if cluster.record and cluster.record.state == "broken":
+        status.state, status.input_error = BROKEN, True
+        status.detail = cluster.record.problem or "rlkit's record is unreadable"
+        return status
     if cluster.record and cluster.record.state == "stopped":
         status.state = STOPPED
         status.detail = f"torn down with --keep-entry; `rlkit launch {cluster.provider} --name {cluster.name}` starts it again"
@@ -99,7 +105,7 @@ def probe(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> ClusterStatus
 
     try:
         token = cluster.token.read()
-        status.ray_version = str(get("/api/version", token)["ray_version"])
+        status.ray_version = health.check_takes_jobs(cluster.dashboard_url, token, max(0.05, deadline - time.monotonic()))
     except BadInputError as err:
         status.state, status.detail, status.input_error = dashboard.AUTH_FAILED, err.message, True
     except dashboard.DashboardError as err:

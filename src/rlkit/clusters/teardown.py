@@ -14,7 +14,7 @@ from rlkit import paths
 from rlkit.clusters import locks, registry
 from rlkit.clusters.parallel import run_parallel
 from rlkit.clusters.providers import StopResult, provider_module
-from rlkit.clusters.records import load_record, save_record
+from rlkit.clusters.records import save_record
 from rlkit.clusters.registry import Cluster
 from rlkit.errors import BadInputError, RlkitError
 from rlkit.jobs.listing import JobRecord, list_jobs
@@ -114,13 +114,13 @@ def _teardown_one(cluster: Cluster, keep_entry: bool, jobs: list[JobRecord]) -> 
     jobs_note = "; ".join(f"job {r.id} {r.message}" for r in stop_jobs(jobs)) if jobs else ""
     with locks.cluster_lock(cluster.name, LOCK_TIMEOUT_S):
         # Read again under the lock: another rlkit may have torn it down.
-        record = load_record(cluster.name)
+        record = registry.reload_record(cluster.name)
         if record is None:
             return TeardownResult(cluster.name, True, "was already torn down", already_gone=True)
         cluster = replace(cluster, record=record)
         stopped: StopResult = provider_module(record).stop(record)
         if keep_entry:
-            save_record(replace(record, state="stopped", pids=[]))
+            save_record(replace(record, state="stopped", pids=[], problem=None))
         else:
             registry.unregister(cluster)
     if stopped.already_gone:

@@ -8,6 +8,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+def prepare_process(address: str | None) -> None:
+    """Call before Ray is imported (it reads the setting then): a run that
+    embeds Ray, or drives a cluster on loopback (rlkit's local clusters
+    listen there alone), uses Ray's single-machine mode, in which every
+    port of an embedded Ray listens on 127.0.0.1 and a driver keeps a
+    loopback address rather than swapping in this host's. A driver of a
+    remote cluster must not: that cluster's workers call back to it."""
+    from rlkit.clusters.address_file import parse_address
+    from rlkit.clusters.local import LOOPBACK_ENV, LOOPBACK_HOSTS
+
+    target = address or os.environ.get("RAY_ADDRESS")
+    try:
+        local = target is None or parse_address(target).host.strip("[]") in LOOPBACK_HOSTS
+    except ValueError:
+        local = False
+    if local:
+        os.environ.update(LOOPBACK_ENV)
+
+
 @contextmanager
 def ray_session(address: str | None) -> Iterator[bool]:
     """Connect to ``address`` (or RAY_ADDRESS, as inside a Ray job) or start Ray locally.
@@ -21,13 +40,33 @@ def ray_session(address: str | None) -> Iterator[bool]:
         yield False
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
-    else:
-        # "local" forces a new embedded instance even if another cluster runs on this host.
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-                 logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
     try:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        else:
+            with _marked_for_reaper():
+                # "local" forces a new embedded instance even if another cluster runs on this host.
+                ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+                         logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
         yield not address
     finally:
+        # Also after Ctrl-C in the middle of ray.init: what it started stops.
         ray.shutdown()
+
+
+@contextmanager
+def _marked_for_reaper() -> Iterator[None]:
+    """Every process that Ray starts in here carries a marker that a
+    watchdog uses to stop them once this process is gone, however it ends
+    (``rlkit.clusters.reaper``)."""
+    from rlkit.clusters import procs, reaper
+
+    before = os.environ.get(procs.MARKER_ENV)
+    os.environ[procs.MARKER_ENV] = reaper.start_for_this_process()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[procs.MARKER_ENV]
+        else:
+            os.environ[procs.MARKER_ENV] = before

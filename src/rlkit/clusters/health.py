@@ -1,0 +1,30 @@
+"""The one rule for UP: a cluster is up when it can take jobs."""
+
+from __future__ import annotations
+
+import time
+
+from rlkit.clusters import dashboard
+
+
+def check_takes_jobs(dashboard_url: str, token: str | None, timeout: float) -> str:
+    """Return the Ray version if the cluster can take jobs, else raise
+    ``DashboardError``. The dashboard alone is not enough: it keeps
+    answering for a minute after the GCS died, and without the GCS no job
+    starts. /api/gcs_healthz asks the GCS and fails within about a second
+    when it is gone (HTTP 503), where job and node queries hang."""
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        return max(0.05, deadline - time.monotonic())
+
+    version = str(dashboard.get_json(dashboard_url, "/api/version", token, left())["ray_version"])
+    try:
+        dashboard.get(dashboard_url, "/api/gcs_healthz", token, left())
+    except dashboard.DashboardError as err:
+        if err.state != dashboard.UNREACHABLE:
+            raise
+        raise dashboard.DashboardError(
+            dashboard.UNREACHABLE, f"the dashboard answers but the cluster's GCS does not ({err}): no job can start"
+        ) from None
+    return version

@@ -1,0 +1,53 @@
+"""A watchdog that ends an embedded Ray when the program that started it dies.
+
+Ray ties its GCS and raylet to the driver, but the raylet's agents notice
+their raylet is gone only after a minute or more; a driver killed by
+SIGKILL, or interrupted while ``ray.init`` starts them, runs no cleanup
+at all. So the driver starts this watchdog first (in a session of its own,
+where a terminal's Ctrl-C does not reach it) and passes its Ray processes
+a marker; when the driver's process is gone, the watchdog stops every
+process that carries the marker, and their descendants, then exits::
+
+    python -m rlkit.clusters.reaper PID START_TICKS MARKER
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+from rlkit.clusters import procs
+from rlkit.clusters.records import ProcessRef
+
+POLL_S = 0.2
+GRACE_S = 3.0
+
+
+def start_for_this_process() -> str:
+    """Start the watchdog for the calling process; return the marker that
+    its Ray processes must carry in ``procs.MARKER_ENV``."""
+    me = procs.this_process()
+    marker = f"session-{uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items() if k != procs.MARKER_ENV}
+    subprocess.Popen(
+        [sys.executable, "-m", __name__, str(me.pid), str(me.start_ticks), marker], env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    return marker
+
+
+def watch(driver: ProcessRef, marker: str) -> None:
+    """Wait until ``driver`` has finished, then stop the marked processes."""
+    while procs.is_running(driver):
+        time.sleep(POLL_S)
+    refs = procs.find_processes(marker)
+    procs.terminate([refs], GRACE_S)
+    # Workers that a dying raylet forked meanwhile.
+    procs.terminate([procs.find_processes(marker)], GRACE_S)
+
+
+if __name__ == "__main__":
+    watch(ProcessRef(int(sys.argv[1]), int(sys.argv[2])), sys.argv[3])
