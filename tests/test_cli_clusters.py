@@ -111,11 +111,11 @@ def test_env_exports_the_clusters_token_path_never_the_token(tmp_path: Path) -> 
     token = tmp_path / "dev.token"
     token.write_text("s3cret")
     register(ClusterRecord("dev", "local", "http://127.0.0.1:9", "http://127.0.0.1:9", token_path=str(token),
-                           gcs_address="10.1.2.3:4567"))
+                           gcs_address="127.0.0.1:4567"))
     result = run_rlkit("env", "dev")
     assert result.returncode == 0
     assert result.stdout == (
-        "export RAY_ADDRESS=10.1.2.3:4567\nexport RAY_API_SERVER_ADDRESS=http://127.0.0.1:9\n"
+        "export RAY_ADDRESS=127.0.0.1:4567\nexport RAY_API_SERVER_ADDRESS=http://127.0.0.1:9\n"
         f"export RAY_AUTH_MODE=token\nexport RAY_AUTH_TOKEN_PATH={token}\nunset RAY_AUTH_TOKEN\n"
         # The cluster listens on loopback alone: Ray's clients must not swap 127.0.0.1 for this host's address.
         "export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0\n"

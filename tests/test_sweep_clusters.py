@@ -54,7 +54,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     shutil.copytree(CONFIGS, work / "configs", ignore=shutil.ignore_patterns("sweeps"))
     (work / "configs" / "sweeps").mkdir()
     (work / "configs" / "sweeps" / "remote.yaml").write_text(yaml.safe_dump(SWEEP))
-    with launched_local_clusters(base, "--name", "sw", "--cpus", "2", timeout=240) as (env, [record]):
+    # On the machine's addresses, not loopback alone: a test joins a second node to it.
+    with launched_local_clusters(base, "--name", "sw", "--cpus", "2", "--host", "0.0.0.0",
+                                 timeout=240) as (env, [record]):
         yield Lab(env, record, work)
 
 

@@ -61,7 +61,9 @@ PORT_NAMES = (*_PORT_FLAGS, *_PORT_ENVS)
 # address is 127.0.0.1, and from that the GCS, raylet, core workers, agents,
 # client server and the three metrics servers each bind 127.0.0.1 alone
 # (gcs_server.cc, grpc_server.cc, dashboard/agent.py, reporter_agent.py,
-# monitor.py, util/client/server). The dashboard follows --dashboard-host.
+# monitor.py, util/client/server). The dashboard follows --dashboard-host;
+# a cluster launched with a --host other hosts reach is Ray's default
+# multi-node kind (others may join it), bound as Ray binds it.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 Progress = Callable[[str, str], None]
@@ -174,7 +176,8 @@ def plan(spec: LocalSpec, temp_dir: str | None = None, taken: set[int] | None = 
     env = {var: str(ports[key]) for key, var in _PORT_ENVS.items()}
     env[auth.MODE_ENV] = "token" if spec.token_auth else "disabled"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
-    env.update(LOOPBACK_ENV)
+    if spec.host in LOOPBACK_HOSTS:
+        env.update(LOOPBACK_ENV)
     return LocalPlan(spec, ports, temp_dir, command, env)
 
 
