@@ -75,6 +75,8 @@ def test_exposing_a_dashboard_without_a_token_warns() -> None:
         (["teardown", "-y"], "name the clusters to tear down, or pass --all"),
         (["teardown", "lab-a", "-y"], "rlkit did not launch 'lab-a' (line 2)"),
         (["status", "--watch", "--json"], "--watch and --json do not go together"),
+        (["sweep", "configs/sweeps/ppo_cartpole_asha.yaml", "--include", ".env"],
+         "--include goes with --cluster or --all"),
         (["launch", "local", "--name", "lab-b"], "'lab-b' is a cluster rlkit did not launch"),
     ],
 )

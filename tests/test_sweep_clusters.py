@@ -80,11 +80,14 @@ def sweeps_in_status() -> list[dict[str, object]]:
 
 
 def test_a_sweep_sent_to_a_cluster_runs_there_and_shows_in_status(lab: Lab) -> None:
+    (lab.work / ".env").write_text("AWS_SECRET_ACCESS_KEY=not-for-the-cluster\n")
     sent = rlkit_in(lab.work, "sweep", "configs/sweeps/remote.yaml", "--cluster", "sw", "--json",
                     "--set", "search.seed=3")
     assert sent.returncode == 0, sent.stderr
     [job] = json.loads(sent.stdout)
     assert job["cluster"] == "sw" and job["error"] is None
+    # As rlkit submit does: secrets stay home, and the user is told in one line.
+    assert "left out of the working dir as secrets: .env (--include PATTERN sends one)" in sent.stderr
     assert job["entrypoint"] == ("python -m rlkit sweep configs/sweeps/remote.yaml --json --quiet "
                                  "--set search.seed=3")
     deadline = time.monotonic() + 240

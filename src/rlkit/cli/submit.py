@@ -70,8 +70,7 @@ def submit(
     quiet_client_logs()
     with package.packed(plan.working_dir, tuple(include)) as shipment:
         if shipment.left_out:
-            output.note(f"left out of the working dir as secrets: {package.left_out_summary(shipment.left_out)} "
-                        "(--include PATTERN sends one)")
+            output.note(package.left_out_note(shipment.left_out))
         if dry_run:
             return _dry_run(plan, shipment, as_json)
         if not as_json:

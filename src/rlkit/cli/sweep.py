@@ -24,6 +24,8 @@ def sweep(
     set_: list[str] = typer.Option([], "--set", help="Override a sweep key (--set num_samples=4) or a base config key (--set base.stop.total_steps=20000); repeatable."),
     cluster: list[str] = typer.Option([], "--cluster", "-c", help="Run the sweep driver as a job on this cluster (repeatable)."),
     all_: bool = typer.Option(False, "--all", help="Run on every registered cluster."),
+    include: list[str] = typer.Option([], "--include", metavar="PATTERN",
+                                      help="With --cluster: send files that match PATTERN even if they look like secrets (repeatable)."),
     name: Optional[str] = typer.Option(None, "--name", help="Sweep name (default: the sweep file's name)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this interrupted sweep directory."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show what would run; start nothing."),
@@ -44,6 +46,10 @@ def sweep(
 
         rlkit sweep --resume runs/sweeps/ppo_cartpole_asha-20261123-101500
     """
+    # Before Ray is imported: an embedded sweep's Ray listens on loopback alone, as rlkit train's does.
+    from rlkit.train.session import prepare_process
+
+    prepare_process(None)
     files = list(sweep_files or [])
     overrides = list(set_) + ([f"name={name}"] if name is not None else [])
     if resume is not None:
@@ -55,8 +61,11 @@ def sweep(
         return _run_local(None, resume, dry_run, quiet, json_)
     if not files:
         raise BadInputError("missing SWEEP_FILE", "e.g. rlkit sweep configs/sweeps/ppo_cartpole_asha.yaml")
+    if include and not (cluster or all_):
+        raise BadInputError("--include goes with --cluster or --all: a local sweep ships no working dir",
+                            "drop --include, or send the sweep with --cluster NAME")
     if cluster or all_:
-        return _run_on_clusters(files, overrides, cluster, all_, dry_run, json_)
+        return _run_on_clusters(files, overrides, cluster, all_, include, dry_run, json_)
     if len(files) > 1:
         raise BadInputError(f"{len(files)} sweep files but no clusters: locally, one sweep runs at a time",
                             "pass one file, or pair several with --cluster A --cluster B")
@@ -119,7 +128,7 @@ def report(result: SweepResult, json_: bool) -> int:
 
 
 def _run_on_clusters(files: list[Path], overrides: list[str], cluster: list[str], all_: bool,
-                     dry_run: bool, json_: bool) -> int:
+                     include: list[str], dry_run: bool, json_: bool) -> int:
     from dataclasses import asdict
 
     from rlkit.cli import results
@@ -127,7 +136,8 @@ def _run_on_clusters(files: list[Path], overrides: list[str], cluster: list[str]
 
     if all_ and cluster:
         raise BadInputError("--all and --cluster do not go together", "--all already takes every cluster")
-    sweeps = submit_sweeps(files, overrides, cluster or None, broadcast=all_, dry_run=dry_run)
+    sweeps = submit_sweeps(files, overrides, cluster or None, broadcast=all_, dry_run=dry_run,
+                           include=tuple(include), notice=output.note)
     if json_:
         output.print_json([asdict(s) for s in sweeps])
     for sweep in sweeps:

@@ -173,6 +173,11 @@ def _secrets_left_out(source: Path, excludes: list[str], without_secrets: list[s
 _SHOWN = 8
 
 
+def left_out_note(left_out: list[str]) -> str:
+    """The one line that tells a user which secrets stayed home, and how to send one."""
+    return f"left out of the working dir as secrets: {left_out_summary(left_out)} (--include PATTERN sends one)"
+
+
 def left_out_summary(left_out: list[str]) -> str:
     """The secrets left out, in one short line: a directory that matches
     ``SECRETS`` (``.ssh/``) once, with the number of its files."""

@@ -10,6 +10,7 @@ dir, so the sweep file (and a base config it names) must lie inside it.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,9 +76,13 @@ def submit_sweeps(
     working_dir: Path = Path("."),
     dry_run: bool = False,
     timeout: float = 60.0,
+    include: tuple[str, ...] = (),
+    notice: Callable[[str], None] | None = None,
 ) -> list[RemoteSweep]:
     """Validate the sweeps here (a bad file fails once, before anything is
-    sent), then submit each as a job; records what was taken for ``rlkit status``."""
+    sent), then submit each as a job; records what was taken for ``rlkit status``.
+    ``include`` takes secrets back into the working dir, as for ``rlkit submit``;
+    ``notice`` gets the line that names those left out."""
     from rlkit.jobs import package, plan_submissions, submit_plan
     from rlkit.jobs.client import quiet_client_logs
     from rlkit.jobs.spec import JobSpec
@@ -96,7 +101,9 @@ def submit_sweeps(
     if dry_run:
         return sweeps
     quiet_client_logs()
-    with package.packed(plan.working_dir) as packed:
+    with package.packed(plan.working_dir, include) as packed:
+        if packed.left_out and notice is not None:
+            notice(package.left_out_note(packed.left_out))
         submitted = submit_plan(plan, packed, timeout)
     for sweep, result in zip(sweeps, submitted):
         sweep.submission_id = result.submission_id
