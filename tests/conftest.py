@@ -15,11 +15,17 @@ CONFIGS = REPO / "configs"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never touch the user's ~/.ray_address or ~/.rlkit."""
+def _isolated_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Never touch the user's ~/.ray_address or ~/.rlkit; and a test that runs
+    the CLI in-process (which sets Ray's loopback mode in os.environ, as a
+    CLI process should) leaves nothing behind for later tests' subprocesses."""
+    saved = dict(os.environ)
     monkeypatch.setenv("RLKIT_HOME", str(tmp_path / "rlkit-home"))
     monkeypatch.setenv("RLKIT_RAY_ADDRESS_FILE", str(tmp_path / "ray_address"))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")
