@@ -59,16 +59,17 @@ def _ray_processes(tmpdir: str) -> dict[int, bytes]:
         found |= more
 
 
-def _gone(before: dict[int, bytes]) -> bool:
-    """Whether none of ``before`` runs any more (a pid reused since runs another command line)."""
+def _survivors(before: dict[int, bytes]) -> list[bytes]:
+    """The command lines of ``before`` that still run (a pid reused since runs another command line)."""
+    alive = []
     for pid, cmdline in before.items():
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
             if Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline and stat[stat.rindex(")") + 2] != "Z":
-                return False
+                alive.append(cmdline)
         except OSError:
             continue
-    return True
+    return alive
 
 
 @pytest.fixture
@@ -89,5 +90,5 @@ def test_sigkill_of_the_driver_takes_its_ray_processes_down(driver: tuple[subpro
     before = _ray_processes(tmpdir)
     proc.kill()
     proc.wait()
-    assert _wait_for(lambda: _gone(before), 10), [c[:80] for c in before.values()]
+    assert _wait_for(lambda: not _survivors(before), 10), [c[:120] for c in _survivors(before)]
 

@@ -24,6 +24,9 @@ from rlkit.clusters.records import ProcessRef
 
 POLL_S = 0.2
 GRACE_S = 3.0
+# How often the process tree is read while the driver lives (one read costs
+# ~17 ms of CPU): often while Ray starts its processes, rarely afterwards.
+SCAN_STARTING_S, SCAN_RUNNING_S, STARTING_S = 1.0, 5.0, 60.0
 
 
 def start_for_this_process() -> str:
@@ -40,11 +43,22 @@ def start_for_this_process() -> str:
 
 
 def watch(driver: ProcessRef, marker: str) -> None:
-    """Wait until ``driver`` has finished, then stop the marked processes."""
+    """Wait until ``driver`` has finished, then stop the marked processes.
+
+    Ray's agents overwrite their environment when they retitle themselves:
+    they carry the marker only through their parent, the raylet, which dies
+    with the driver and leaves them orphans that nothing marks. So the tree
+    is read while the driver lives, and what it held is stopped too."""
+    seen: set[ProcessRef] = set()
+    started, next_scan = time.monotonic(), 0.0
     while procs.is_running(driver):
+        now = time.monotonic()
+        if now >= next_scan:
+            seen.update(procs.find_processes(marker))
+            next_scan = now + (SCAN_STARTING_S if now - started < STARTING_S else SCAN_RUNNING_S)
         time.sleep(POLL_S)
-    refs = procs.find_processes(marker)
-    procs.terminate([refs], GRACE_S)
+    refs = seen.union(procs.find_processes(marker))
+    procs.terminate([[r for r in refs if procs.is_running(r)]], GRACE_S)
     # Workers that a dying raylet forked meanwhile.
     procs.terminate([procs.find_processes(marker)], GRACE_S)
 
