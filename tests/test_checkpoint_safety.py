@@ -172,3 +172,18 @@ def test_a_second_ctrl_c_stops_at_once_and_saves_no_checkpoint_ahead_of_the_log(
     assert code == 130 and len(lines) == 1 and "interrupted: stopped without a new checkpoint" in lines[0], lines
     [run_dir] = (tmp_path / "runs").iterdir()
     assert checkpoints(run_dir) == [] and updates_logged(run_dir) == [1, 2]
+
+
+def test_an_empty_key_file_signs_nothing_that_is_trusted(tmp_path: Path) -> None:
+    # With an empty key anyone can compute the HMAC: such a key verifies nothing.
+    from rlkit import paths
+
+    key = paths.checkpoint_key_file()
+    paths.private_dir(key.parent)
+    key.write_bytes(b"")
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    save_checkpoint(run_dir, 1, {"trainer": {}, "config": {}}, keep=1, env_states=[pickle.dumps("forged")])
+    loaded = load_latest(run_dir, with_env=True)
+    assert loaded.env_states is None
+    assert loaded.notes and "environment state not signed with your key" in loaded.notes[0]

@@ -249,11 +249,17 @@ def _env_mac(key: bytes, blobs: list[bytes | None]) -> str:
     return mac.hexdigest()
 
 
+KEY_BYTES = 32
+
+
 def _read_key() -> bytes | None:
+    """This user's key; None when it is missing or too short to sign with
+    (an empty key would let anyone forge the HMAC: env state is then skipped)."""
     try:
-        return paths.checkpoint_key_file().read_bytes()
+        key = paths.checkpoint_key_file().read_bytes()
     except FileNotFoundError:
         return None
+    return key if len(key) >= KEY_BYTES else None
 
 
 def _signing_key() -> bytes:
@@ -267,7 +273,7 @@ def _signing_key() -> bytes:
     # place: runs starting together agree on one key and none reads half of one.
     fd, tmp = tempfile.mkstemp(prefix=".checkpoint.key.", dir=path.parent)
     try:
-        os.write(fd, secrets.token_bytes(32))
+        os.write(fd, secrets.token_bytes(KEY_BYTES))
         os.close(fd)
         try:
             os.link(tmp, path)
