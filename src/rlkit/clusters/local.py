@@ -185,12 +185,8 @@ def plan(spec: LocalSpec, temp_dir: str | None = None, taken: set[int] | None = 
 # libraries, the home directory and the locale are, and which Python
 # environment is active. Nothing else: a job must not see the launching
 # user's RLKIT_HOME, cloud credentials or another cluster's RAY_* settings.
-_INHERITED_ENV = ("HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM", "LD_LIBRARY_PATH",
-                  "CUDA_VISIBLE_DEVICES", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV")
-
-
 def _start_env(plan_: LocalPlan, token_path: Path | None, marker: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k in _INHERITED_ENV or k.startswith("LC_")}
+    env = {k: v for k, v in os.environ.items() if k in procs.INHERITED_ENV or k.startswith("LC_")}
     env.update(plan_.env)
     if token_path:
         env[auth.TOKEN_PATH_ENV] = str(token_path)

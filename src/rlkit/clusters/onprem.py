@@ -42,7 +42,7 @@ from rlkit import paths
 from rlkit.files import atomic_write
 from rlkit.clusters import auth, dashboard, locks, registry, tunnel
 from rlkit.clusters.local import is_up
-from rlkit.clusters.procs import MARKER_ENV
+from rlkit.clusters.procs import INHERITED_ENV, MARKER_ENV
 from rlkit.clusters.providers import StopResult
 from rlkit.clusters.records import ClusterRecord, check_name, delete_record, save_record
 from rlkit.clusters.ssh import Notice, SshLogin, failure_line, in_ray_shell, trust_on_first_use
@@ -177,10 +177,12 @@ def render_onprem_config(spec: OnPremSpec, marker: str) -> dict[str, Any]:
 
 def _ray_env(marker: str, node_token: str) -> str:
     """The whole environment of ``ray start`` on a node: nothing from the
-    login shell but what running Ray needs, the token settings, the marker."""
-    kept = " ".join(f'{v}="${v}"' for v in ("HOME", "USER", "LOGNAME", "PATH"))
+    login shell but what running Ray needs (``procs.INHERITED_ENV``, as for
+    a local head), the token settings, the marker. A variable is passed only
+    when it is set: an empty CUDA_VISIBLE_DEVICES would hide every GPU."""
+    kept = " ".join(f'${{{v}+"{v}=${v}"}}' for v in ("PATH", *INHERITED_ENV))
     return (
-        f"env -i {kept} LANG=C.UTF-8 {MARKER_ENV}={shlex.quote(marker)} "
+        f'env -i {kept} LANG="${{LANG:-C.UTF-8}}" {MARKER_ENV}={shlex.quote(marker)} '
         f'{auth.MODE_ENV}=token {auth.TOKEN_PATH_ENV}="{node_token}"'
     )
 

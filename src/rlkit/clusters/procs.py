@@ -22,6 +22,11 @@ from rlkit import paths
 from rlkit.clusters.records import ProcessRef
 
 MARKER_ENV = "RLKIT_CLUSTER_MARKER"
+# What a cluster's processes keep of the environment that starts them (a
+# local head and on-prem nodes alike), besides PATH and LC_*: what Ray, a
+# virtualenv or conda env and the GPUs need; jobs see nothing else of it.
+INHERITED_ENV = ("HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM", "LD_LIBRARY_PATH",
+                 "CUDA_VISIBLE_DEVICES", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV")
 _PROC = Path("/proc")
 
 
