@@ -40,6 +40,16 @@ START_TIMEOUT_S = 180.0
 STOP_GRACE_S = 10.0
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
+
+def on_loopback(address: str) -> bool:
+    """Whether ``address`` (host:port, [v6]:port or a URL) names this machine's loopback."""
+    from rlkit.clusters.address_file import parse_address
+
+    try:
+        return parse_address(address).host.strip("[]") in LOOPBACK_HOSTS
+    except ValueError:
+        return False
+
 # Ports that rlkit picks itself, so that no two clusters take the same one;
 # the node and object managers and the workers bind port 0 (the kernel picks).
 _PORT_FLAGS = {

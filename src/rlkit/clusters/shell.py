@@ -42,8 +42,8 @@ def _loopback_env(cluster: Cluster) -> dict[str, str | None]:
     127.0.0.1 into the machine's address unless it runs in Ray's
     single-machine mode too; for another cluster, undo what an earlier
     `rlkit env` exported."""
-    gcs_host = (cluster.record.gcs_address or "").rsplit(":", 1)[0] if cluster.record else ""
-    if cluster.record and cluster.record.provider == local.PROVIDER and gcs_host in local.LOOPBACK_HOSTS:
+    record = cluster.record
+    if record and record.provider == local.PROVIDER and record.gcs_address and local.on_loopback(record.gcs_address):
         return dict(local.LOOPBACK_ENV)
     return {k: None for k, v in local.LOOPBACK_ENV.items() if os.environ.get(k) == v}
 

@@ -15,15 +15,10 @@ def prepare_process(address: str | None) -> None:
     port of an embedded Ray listens on 127.0.0.1 and a driver keeps a
     loopback address rather than swapping in this host's. A driver of a
     remote cluster must not: that cluster's workers call back to it."""
-    from rlkit.clusters.address_file import parse_address
-    from rlkit.clusters.local import LOOPBACK_ENV, LOOPBACK_HOSTS
+    from rlkit.clusters.local import LOOPBACK_ENV, on_loopback
 
     target = address or os.environ.get("RAY_ADDRESS")
-    try:
-        local = target is None or parse_address(target).host.strip("[]") in LOOPBACK_HOSTS
-    except ValueError:
-        local = False
-    if local:
+    if target is None or on_loopback(target):
         os.environ.update(LOOPBACK_ENV)
 
 
