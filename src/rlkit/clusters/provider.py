@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from rlkit.clusters.records import ClusterRecord
 from rlkit.errors import WorkFailedError
@@ -48,6 +48,7 @@ class Spec(Protocol):
     def name(self) -> str: ...
 
 
+@runtime_checkable
 class Provider(Protocol):
     """One provider's clusters: start and stop them, tell whether one is up."""
 
