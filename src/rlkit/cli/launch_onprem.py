@@ -51,8 +51,10 @@ def onprem(
         if as_json:
             output.print_json(provider.render_onprem_config(spec, provider.MARKER_AT_LAUNCH))
         else:
+            # Rendered before anything is printed: a bad template is one line alone.
+            lines = provider.provider.plan(spec)
             output.note("Dry run: nothing is started. The config rlkit would run:")
-            output.console.print("\n".join(provider.provider.plan(spec)), markup=False, highlight=False)
+            output.console.print("\n".join(lines), markup=False, highlight=False)
         return 0
 
     with output.err_console.status(f"{name}: starting") as status:

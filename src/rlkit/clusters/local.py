@@ -290,18 +290,6 @@ def running_processes(record: ClusterRecord) -> list[ProcessRef]:
     return sorted(found.values(), key=lambda r: r.pid)
 
 
-def describe_stop(record: ClusterRecord) -> list[str]:
-    """What stopping this cluster ends, for the confirmation prompt."""
-    refs = running_processes(record)
-    if not refs:
-        return ["no processes run (already stopped)"]
-    pids = ", ".join(str(r.pid) for r in refs)
-    lines = [f"{len(refs)} processes: {pids}"]
-    if record.temp_dir:
-        lines.append(f"temp dir {record.temp_dir} (deleted)")
-    return lines
-
-
 def stop(record: ClusterRecord, grace_s: float = STOP_GRACE_S) -> StopResult:
     """Stop exactly this cluster's processes, raylet first and GCS last (as
     ``ray stop`` orders them, so agents do not fight a vanished raylet), then
@@ -352,7 +340,15 @@ class LocalProvider:
         return health.record_takes_jobs(record, timeout)
 
     def describe_stop(self, record: ClusterRecord) -> list[str]:
-        return describe_stop(record)
+        """What stopping this cluster ends, for the confirmation prompt."""
+        refs = running_processes(record)
+        if not refs:
+            return ["no processes run (already stopped)"]
+        pids = ", ".join(str(r.pid) for r in refs)
+        lines = [f"{len(refs)} processes: {pids}"]
+        if record.temp_dir:
+            lines.append(f"temp dir {record.temp_dir} (deleted)")
+        return lines
 
     def stop(self, record: ClusterRecord) -> StopResult:
         return stop(record)

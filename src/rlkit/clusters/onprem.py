@@ -344,7 +344,20 @@ class OnPremProvider:
         return health.record_takes_jobs(record, timeout)
 
     def describe_stop(self, record: ClusterRecord) -> list[str]:
-        return describe_stop(record)
+        """What stopping this cluster ends, for the confirmation prompt."""
+        try:
+            provider = _load_config(record)["provider"]
+        except BadInputError as err:
+            return [str(err)]
+        workers = provider["worker_ips"]
+        user = (record.ssh or {}).get("user", "?")
+        lines = [
+            f"this cluster's Ray processes on head {provider['head_ip']} and {len(workers)} worker(s) "
+            f"{', '.join(workers)}, as {user} over SSH (other Ray processes there are left alone)"
+        ]
+        if record.config_path:
+            lines.append(f"work dir {Path(record.config_path).parent} (deleted) and the SSH tunnel to the head")
+        return lines
 
     def stop(self, record: ClusterRecord) -> StopResult:
         return stop(record)
@@ -472,23 +485,6 @@ def _stop_command(record: ClusterRecord) -> str:
     """The shell command that ends this cluster's processes on a node."""
     entry = shlex.quote(f"{MARKER_ENV}={record.process_marker}")
     return f"bash -c {shlex.quote(_STOP_SCRIPT.format(entry=entry))}"
-
-
-def describe_stop(record: ClusterRecord) -> list[str]:
-    """What stopping this cluster ends, for the confirmation prompt."""
-    try:
-        provider = _load_config(record)["provider"]
-    except BadInputError as err:
-        return [str(err)]
-    workers = provider["worker_ips"]
-    user = (record.ssh or {}).get("user", "?")
-    lines = [
-        f"this cluster's Ray processes on head {provider['head_ip']} and {len(workers)} worker(s) "
-        f"{', '.join(workers)}, as {user} over SSH (other Ray processes there are left alone)"
-    ]
-    if record.config_path:
-        lines.append(f"work dir {Path(record.config_path).parent} (deleted) and the SSH tunnel to the head")
-    return lines
 
 
 def stop(record: ClusterRecord, *, timeout_s: float = 120.0, keep_logs: bool = False) -> StopResult:
