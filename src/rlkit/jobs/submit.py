@@ -195,11 +195,7 @@ def _submit_group(group: list[Assignment], shipment: package.Shipment, timeout: 
     working dir and the rest find it there."""
     cluster = group[0].cluster
     client = connect(cluster, timeout)
-    # Ray's client uploads a zip given as working_dir itself, but takes
-    # py_modules only as directories (which it would hash and zip again for
-    # every cluster) or as URIs of packages the cluster has: send it first.
-    modules_uri = client._upload_package_if_needed(str(shipment.modules.path), include_gitignore=False, is_file=True)
-    runtime = {"working_dir": str(shipment.working_dir.path), "py_modules": [modules_uri]}
+    runtime = {"working_dir": str(shipment.working_dir.path), "py_modules": [package.modules_uri(client, shipment.modules)]}
     results = []
     for assignment in group:
         spec = assignment.job.spec
