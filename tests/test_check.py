@@ -63,8 +63,8 @@ def test_a_version_mismatch_is_flagged_and_exits_3() -> None:
     row = next(line for line in result.stdout.splitlines() if line.startswith("k "))
     assert gym in row and row.split()[-1] == "failed", result.stdout
     assert f"expected: python {platform.python_version()}" in result.stdout and "gymnasium 0.0.1" in result.stdout
-    failure = [line for line in result.stderr.splitlines() if line.startswith("✗ k ")]
-    assert len(failure) == 1 and failure[0].endswith(f"gymnasium {gym}, expected 0.0.1"), result.stderr
+    failures = [line for line in result.stderr.splitlines() if line.startswith("✗ ")]
+    assert failures == [f"✗ k 127.0.0.1: gymnasium {gym}, expected 0.0.1"], result.stderr
 
 
 def test_bad_input_is_one_line_and_exit_2() -> None:
