@@ -116,7 +116,7 @@ def plan_submissions(
     taken: set[str] = set()
     assignments = []
     for job, cluster in pairs:
-        submission_id = _submission_id(job.name, cluster.name, taken)
+        submission_id = new_submission_id(job.name, cluster.name, taken)
         assignments.append(Assignment(job, cluster, submission_id, _runs_dir(job, cluster, submission_id, base, working_dir)))
     used = {a.cluster.name for a in assignments}
     return SubmissionPlan(assignments, working_dir, idle=[c.name for c in targets if c.name not in used])
@@ -157,7 +157,7 @@ def _refuse_cluster_as_command(specs: list[JobSpec], names: set[str]) -> None:
             )
 
 
-def _submission_id(name: str, cluster: str, taken: set[str]) -> str:
+def new_submission_id(name: str, cluster: str, taken: set[str]) -> str:
     """``NAME-CLUSTER-SUFFIX``: readable in tables and in ``ray job list``,
     and unique (the suffix is random; Ray rejects a reused id)."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{name[:40]}-{cluster[:40]}").strip("-")
