@@ -188,7 +188,7 @@ def _judge(name: str, report: dict[str, Any], expected: Mapping[str, str | None]
     if not nodes:
         check.error = "the job saw no alive node"
     elif all(node.actor == ACTOR_SKIPPED for node in nodes):
-        check.error = f"no node has the {cpus:g} CPUs a rollout actor needs"
+        check.error = f"no node has CPUs for a rollout actor (num_cpus={cpus:g})"
     return check
 
 
@@ -211,8 +211,8 @@ def _judge_node(node: dict[str, Any], expected: Mapping[str, str | None], actor_
         elif checked.gpus > len(checked.cuda_devices):
             problems.append(f"Ray offers {checked.gpus:g} GPUs, torch sees {len(checked.cuda_devices)}")
     if checked.actor == ACTOR_LATE:
-        problems.append(f"a rollout actor ({actor_cpus:g} CPUs) was not scheduled within {waited:.0f} s "
-                        "(its CPUs busy with other work?)")
+        problems.append(f"a rollout actor (num_cpus={actor_cpus:g}) was not scheduled within {waited:.0f} s "
+                        "(are the node's CPUs taken by other jobs?)")
     elif checked.actor not in (ACTOR_OK, ACTOR_SKIPPED):
         problems.append(f"rollout actor {checked.actor}")
     return checked
