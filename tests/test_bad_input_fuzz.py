@@ -46,6 +46,7 @@ COMMANDS = {
     "train": ["train"],
     "eval": ["eval"],
     "sweep": ["sweep", "--dry-run"],
+    "check": ["check"],
     "(none)": [],
 }
 # Appended to train: stop.total_steps=0 never validates, so no generated config trains.
@@ -63,6 +64,7 @@ OPTIONS = {
     "train": ["--set", "--name", "--resume", "--device", "--quiet", "--json"],
     "eval": ["--episodes", "-n", "--json"],
     "sweep": ["--set", "--cluster", "-c", "--all", "--name", "--resume", "--quiet", "--json"],
+    "check": ["--all", "--expect", "--json", "--timeout"],
     "(none)": ["--version", "-x", "launch", "nosuch"],
 }
 NUMBERS = ["inf", "-inf", "nan", ".inf", "-1", "0", "1e400", "12345678901234567890123456", "1.0e+12", "0x10",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 from rlkit.errors import BadInputError
@@ -33,6 +34,14 @@ def check_dir(path: Path, what: str = "") -> Path:
                 raise BadInputError(f"{what}{where} is not a directory", "move the file away or choose another path")
             break
     return path
+
+
+def cluster_template(name: str) -> Path:
+    """A cluster template that ships with rlkit (``rlkit/cluster_configs/NAME``,
+    package data): found in a wheel install as in a source checkout."""
+    # rlkit is installed as files (a wheel unpacks, and so do Ray's
+    # py_modules), so the resource is a path on disk that messages can name.
+    return Path(str(resources.files("rlkit") / "cluster_configs" / name))
 
 
 def clusters_dir() -> Path:

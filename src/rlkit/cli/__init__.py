@@ -26,7 +26,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from rlkit.cli import env, launch, logs, status, stop, submit, sweep, teardown, train
+    from rlkit.cli import check, env, launch, logs, status, stop, submit, sweep, teardown, train
 
     launch.register(app)
     submit.register(app)
@@ -37,6 +37,7 @@ def _register() -> None:
     teardown.register(app)
     train.register(app)
     sweep.register(app)
+    check.register(app)
 
 
 _register()

@@ -47,7 +47,7 @@ from rlkit.clusters.ssh import Notice, SshLogin, failure_line, in_ray_shell, tru
 from rlkit.errors import BadInputError, RlkitError, WorkFailedError
 
 NAME = "onprem"
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[3] / "cluster_configs" / "onprem.yaml"
+DEFAULT_TEMPLATE = paths.cluster_template("onprem.yaml")
 GCS_PORT = 6379
 DASHBOARD_PORT = 8265
 LOCK_TIMEOUT_S = 120.0

@@ -54,9 +54,10 @@ def token_of(cluster: Cluster) -> str | None:
         raise BadInputError(f"{cluster.name}: {err.message}", err.hint) from None
 
 
-def check_reachable(cluster: Cluster, token: str | None, timeout: float) -> None:
-    """Fail fast, in the words ``rlkit status`` uses, when the cluster is
-    stopped, down, or refuses the token."""
+def check_usable(cluster: Cluster) -> None:
+    """What the registry knows already: a cluster torn down with
+    ``--keep-entry`` (its token is gone with it), or whose SSH tunnel could
+    not be opened again."""
     if cluster.record and cluster.record.state == "stopped":
         raise WorkFailedError(
             f"{cluster.name}: stopped (torn down with --keep-entry)",
@@ -64,6 +65,11 @@ def check_reachable(cluster: Cluster, token: str | None, timeout: float) -> None
         )
     if cluster.reconnect_error:
         raise WorkFailedError(f"{cluster.name}: {cluster.reconnect_error}")
+
+
+def check_reachable(cluster: Cluster, token: str | None, timeout: float) -> None:
+    """Fail fast, in the words ``rlkit status`` uses, when the cluster is
+    down or refuses the token."""
     try:
         dashboard.get_json(cluster.dashboard_url, "/api/version", token, timeout)
     except dashboard.DashboardError as err:
@@ -77,6 +83,7 @@ def connect(cluster: Cluster, timeout: float = 10.0) -> JobSubmissionClient:
     that the cluster answers."""
     from rlkit.jobs.ray_client import ScopedJobClient
 
+    check_usable(cluster)
     token = token_of(cluster)
     check_reachable(cluster, token, timeout)
     with _named_address_only():

@@ -19,8 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zipfile import ZIP_DEFLATED, ZipFile, ZipInfo
 
+from typing import TYPE_CHECKING
+
 from rlkit import paths
 from rlkit.errors import BadInputError
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 # Besides Ray's own (.git, .venv, venv, __pycache__): what a project holds
 # that a job does not need. Anchored at the top, so that a package that
@@ -91,6 +96,22 @@ def packed(working_dir: Path, include: tuple[str, ...] = ()) -> Iterator[Shipmen
         work, left_out = _pack_working_dir(source, Path(tmp) / "working_dir.zip", include)
         modules, names = _pack_modules(Path(tmp) / "rlkit_modules.zip")
         yield Shipment(source, work, modules, names, left_out)
+
+
+@contextmanager
+def packed_modules() -> Iterator[Package]:
+    """The shipped modules alone, in a temporary zip deleted on exit: for a
+    job that needs rlkit and nothing of the working dir."""
+    with tempfile.TemporaryDirectory(prefix="rlkit-modules-") as tmp:
+        yield _pack_modules(Path(tmp) / "rlkit_modules.zip")[0]
+
+
+def modules_uri(client: JobSubmissionClient, modules: Package) -> str:
+    """The cluster's URI for ``modules``, uploaded first when it lacks them.
+    Ray's client uploads a zip given as working_dir itself, but takes
+    py_modules only as directories (which it would hash and zip again for
+    every cluster) or as URIs of packages the cluster has."""
+    return client._upload_package_if_needed(str(modules.path), include_gitignore=False, is_file=True)
 
 
 def _check_patterns(include: tuple[str, ...]) -> None:

@@ -112,7 +112,7 @@ def plan_submissions(
     taken: set[str] = set()
     assignments = []
     for job, cluster in pairs:
-        submission_id = _submission_id(job.name, cluster.name, taken)
+        submission_id = new_submission_id(job.name, cluster.name, taken)
         assignments.append(Assignment(job, cluster, submission_id, _runs_dir(job, cluster, submission_id, base, working_dir)))
     used = {a.cluster.name for a in assignments}
     return SubmissionPlan(assignments, working_dir, idle=[c.name for c in targets if c.name not in used])
@@ -153,7 +153,7 @@ def _refuse_cluster_as_command(specs: list[JobSpec], names: set[str]) -> None:
             )
 
 
-def _submission_id(name: str, cluster: str, taken: set[str]) -> str:
+def new_submission_id(name: str, cluster: str, taken: set[str]) -> str:
     """``NAME-CLUSTER-SUFFIX``: readable in tables and in ``ray job list``,
     and unique (the suffix is random; Ray rejects a reused id)."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{name[:40]}-{cluster[:40]}").strip("-")
@@ -191,11 +191,7 @@ def _submit_group(group: list[Assignment], shipment: package.Shipment, timeout: 
     working dir and the rest find it there."""
     cluster = group[0].cluster
     client = connect(cluster, timeout)
-    # Ray's client uploads a zip given as working_dir itself, but takes
-    # py_modules only as directories (which it would hash and zip again for
-    # every cluster) or as URIs of packages the cluster has: send it first.
-    modules_uri = client._upload_package_if_needed(str(shipment.modules.path), include_gitignore=False, is_file=True)
-    runtime = {"working_dir": str(shipment.working_dir.path), "py_modules": [modules_uri]}
+    runtime = {"working_dir": str(shipment.working_dir.path), "py_modules": [package.modules_uri(client, shipment.modules)]}
     results = []
     for assignment in group:
         spec = assignment.job.spec
