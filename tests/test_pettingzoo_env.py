@@ -236,6 +236,36 @@ def test_particle_worlds_spaces_and_types() -> None:
     assert "leaves adversary_0 without a policy" in one_line(err)
 
 
+def test_particle_world_truncation_and_global_state() -> None:
+    spec = pz.probe("mpe2:simple_spread_v3", {"max_cycles": 3})
+    slots = pz.check_policy_mapping(spec.spaces, dict.fromkeys(spec.agents, "shared"))
+    stepper = MultiAgentStepper(spec, pz.env_factory(spec.ref, {"max_cycles": 3}), 2, slots, 0, global_state=True)
+    decision = stepper.reset()
+    for step in range(3):
+        assert np.array_equal(decision.state, np.stack([env.state() for env in stepper.envs]))
+        moves, decision = stepper.step({"shared": np.full((2, 3), step % 5)})
+        assert moves.valid["shared"].all() and moves.state["shared"].shape == (2, 3, 54)
+    # The time limit cuts every agent: truncated, not terminated, with the observation it was cut at.
+    assert moves.truncated["shared"].all() and not moves.terminated["shared"].any()
+    assert moves.final_obs["shared"].any(axis=-1).all()
+    assert [e.length for e in moves.episodes] == [3, 3]
+    assert all(abs(e.team_return - sum(e.returns.values())) < 1e-9 for e in moves.episodes)
+    assert decision.acting["shared"].all()  # the next episode, whole
+
+
+def test_global_state_without_state_concatenates_observations() -> None:
+    spec = pz.probe("pettingzoo.classic:tictactoe_v3")
+    assert spec.state_shape is None
+    slots = pz.check_policy_mapping(spec.spaces, dict.fromkeys(spec.agents, "learner"))
+    stepper = MultiAgentStepper(spec, pz.env_factory(spec.ref), 2, slots, 0, global_state=True)
+    decision = stepper.reset()
+    for _ in range(3):
+        decision = stepper.step({"learner": decision.action_mask["learner"].argmax(-1)})[1]
+        for i, env in enumerate(stepper.envs):
+            parts = [env.observe(a)["observation"].ravel() for a in spec.agents]
+            assert np.array_equal(decision.state[i], np.concatenate(parts).astype(np.float32))
+
+
 def test_every_spelling_of_an_id_resolves_without_deprecation_output() -> None:
     code = (
         "import warnings; warnings.simplefilter('error')\n"
@@ -251,6 +281,11 @@ def test_every_spelling_of_an_id_resolves_without_deprecation_output() -> None:
         "pettingzoo.sisl:pursuit_v5 parallel 8", "pettingzoo.classic:tictactoe_v3 aec 2",
         "pettingzoo.classic:connect_four_v3 aec 2", "pettingzoo.butterfly:knights_archers_zombies_v11 parallel 4",
         "mpe2:simple_spread_v3 parallel 3"]
+    for env_id in ("mpe2:simple_spread_v3", "pettingzoo.classic:tictactoe_v3", "classic/tictactoe-v3",
+                   "pettingzoo.mpe:simple_spread_v3"):
+        assert pz.is_pettingzoo_id(env_id)
+    for env_id in ("CartPole-v1", "ALE/Pong-v5", "gymnasium.envs.classic_control:CartPoleEnv"):
+        assert not pz.is_pettingzoo_id(env_id)
 
 
 @pytest.mark.parametrize("env_id, kwargs, message", [
