@@ -176,7 +176,7 @@ def test_kaz_stepper_is_deterministic(kaz: pz.MultiAgentSpec) -> None:
 
 
 @pytest.mark.parametrize("env_id, games", [("pettingzoo.classic:tictactoe_v3", 2000),
-                                           ("pettingzoo.classic:connect_four_v3", 2000)])
+                                           ("pettingzoo.classic:connect_four_v3", 1000)])
 def test_random_legal_play_never_plays_an_illegal_move(env_id: str, games: int,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     illegal = []
