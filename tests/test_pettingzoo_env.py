@@ -220,7 +220,7 @@ def test_random_legal_play_never_plays_an_illegal_move(env_id: str, games: int,
 def test_particle_worlds_spaces_and_types() -> None:
     spread = pz.probe("mpe2:simple_spread_v3")
     assert spread.ref.api == "parallel" and spread.types == {"agent": ("agent_0", "agent_1", "agent_2")}
-    assert {pz._describe(o) for o, _ in spread.spaces.values()} == {"Box(18,)"}
+    assert {pz.space_label(o) for o, _ in spread.spaces.values()} == {"Box(18,)"}
     assert spread.state_shape == (54,)
     adversary = pz.probe("mpe2:simple_adversary_v3")
     assert adversary.types == {"adversary": ("adversary_0",), "agent": ("agent_0", "agent_1")}

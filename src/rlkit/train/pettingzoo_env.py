@@ -236,13 +236,13 @@ def _is_image(space: spaces.Box) -> bool:
     return len(space.shape) == 3 and space.dtype == np.uint8
 
 
-def _describe(space: spaces.Space) -> str:
+def space_label(space: spaces.Space) -> str:
     if isinstance(space, spaces.Box):
         return f"Box{tuple(space.shape)}"
     if isinstance(space, spaces.Discrete):
         return f"Discrete({space.n})"
     if isinstance(space, spaces.Dict):
-        return "Dict(" + ", ".join(f"{k}: {_describe(v)}" for k, v in space.spaces.items()) + ")"
+        return "Dict(" + ", ".join(f"{k}: {space_label(v)}" for k, v in space.spaces.items()) + ")"
     return str(space)
 
 
@@ -275,8 +275,8 @@ def check_policy_mapping(agent_spaces: AgentSpaces, policy_of: Mapping[str, str]
                 a, b = agent_spaces[first][i], agent_spaces[other][i]
                 if a != b:
                     raise BadInputError(
-                        f"policy {policy} would serve {first} ({what} {_describe(a)}) and {other} "
-                        f"({what} {_describe(b)}): one policy needs one {what} space",
+                        f"policy {policy} would serve {first} ({what} {space_label(a)}) and {other} "
+                        f"({what} {space_label(b)}): one policy needs one {what} space",
                         "give agents of different types their own policies",
                     )
     return {policy: tuple(agents) for policy, agents in slots.items()}
@@ -328,14 +328,14 @@ def describe(ref: PettingZooRef, env: Any) -> MultiAgentSpec:
             raise ConfigError(f"env.id {ref.env_id}: agent {agent}: {err.message}", err.hint) from None
         if _is_image(obs):
             raise ConfigError(
-                f"env.id {ref.env_id}: agent {agent} observes images {_describe(obs)}, "
+                f"env.id {ref.env_id}: agent {agent} observes images {space_label(obs)}, "
                 "and rlkit has no image encoder yet",
                 "choose an environment with vector observations (knights_archers_zombies: obs_method vector)",
             )
         if not (isinstance(act_space, spaces.Discrete)
                 or (isinstance(act_space, spaces.Box) and len(act_space.shape) == 1)):
             raise ConfigError(
-                f"env.id {ref.env_id}: agent {agent}: action space {_describe(act_space)} is not supported",
+                f"env.id {ref.env_id}: agent {agent}: action space {space_label(act_space)} is not supported",
                 "rlkit supports Discrete and 1-D Box action spaces",
             )
     return MultiAgentSpec(ref, agents, agent_spaces, _state_shape(env))
