@@ -63,6 +63,8 @@ from rlkit.train.pettingzoo_env import MultiAgentSpec, policy_observation
 
 @dataclass
 class Decision:
+    """What the policies see before a step (fields in the module docstring)."""
+
     obs: dict[str, np.ndarray]
     acting: dict[str, np.ndarray]
     alive: dict[str, np.ndarray]
@@ -72,6 +74,8 @@ class Decision:
 
 @dataclass(frozen=True)
 class EpisodeEnd:
+    """One finished episode of one env copy."""
+
     env_index: int
     returns: dict[str, float]
     """Per agent, raw (unscaled) rewards."""
@@ -82,6 +86,8 @@ class EpisodeEnd:
 
 @dataclass
 class Moves:
+    """The moves one step completed (fields in the module docstring)."""
+
     valid: dict[str, np.ndarray]
     obs: dict[str, np.ndarray]
     action: dict[str, np.ndarray]
@@ -139,7 +145,8 @@ class MultiAgentStepper:
         self._open: dict[str, _Table] = {}
         self._has_open = {p: np.zeros((num_envs, len(a)), dtype=bool) for p, a in self.slots.items()}
         self._open_reward = {p: np.zeros((num_envs, len(a)), dtype=np.float64) for p, a in self.slots.items()}
-        self._state: np.ndarray | None = None
+        self._last: Decision | None = None
+        """The decision the next step answers (its observations become the moves' records)."""
 
     # --- observations ------------------------------------------------------------------------
 
@@ -189,8 +196,7 @@ class MultiAgentStepper:
                     masks[p][i, j] = m
             if self.global_state:
                 states.append(self._env_state(i))
-        self._state = np.stack(states) if self.global_state else None
-        self._last = Decision(obs, acting, alive, masks, self._state)
+        self._last = Decision(obs, acting, alive, masks, np.stack(states) if self.global_state else None)
         return self._last
 
     # --- episodes ----------------------------------------------------------------------------
@@ -228,6 +234,7 @@ class MultiAgentStepper:
         p, j = self.where[agent]
         table = self._open.setdefault(p, _Table(self.n, len(self.slots[p])))
         d = self._last
+        assert d is not None, "reset() comes before step()"
         table.put("obs", i, j, d.obs[p][i, j])
         table.put("action", i, j, action)
         if d.action_mask[p] is not None:
@@ -360,8 +367,8 @@ class _Moves:
             action[p] = pick("action", np.int64 if act_tail == () else np.float32, act_tail)
             mask_space = s._mask_space[p]
             masks[p] = None if mask_space is None else pick("action_mask", bool, tuple(mask_space.shape))
-            if s.global_state:
-                states[p] = pick("state", np.float32, s._state.shape[1:] if s._state is not None else ())
+            if s._last is not None and s._last.state is not None:
+                states[p] = pick("state", np.float32, s._last.state.shape[1:])
             reward[p] = pick("reward", np.float32, ())
             term[p] = pick("terminated", bool, ())
             trunc[p] = pick("truncated", bool, ())
