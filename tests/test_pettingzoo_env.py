@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 from gymnasium import spaces
-from pettingzoo import AECEnv
+from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils import env_logger
 
 from rlkit.errors import BadInputError, ConfigError
@@ -111,12 +112,66 @@ def test_turn_based_credit_goes_to_each_seats_last_move() -> None:
     assert decision.acting["b"].all() and not decision.acting["a"].any()
 
 
+class TinyRace(ParallelEnv):
+    """runner_1 drops out after the first step; runner_0 runs three. No state(): rlkit concatenates."""
+
+    metadata = {"name": "tiny_race_v0"}
+
+    def __init__(self) -> None:
+        self.possible_agents = ["runner_0", "runner_1"]
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return spaces.Box(-10.0, 10.0, (2,), np.float32)
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return spaces.Discrete(2)
+
+    def _obs(self, agent: str) -> np.ndarray:
+        return np.array([self.t + 1, 5.0 if agent == "runner_1" else 1.0], np.float32)
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        self.agents, self.t = self.possible_agents[:], 0
+        return {a: self._obs(a) for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions: dict) -> tuple[dict, dict, dict, dict, dict]:
+        self.t += 1
+        rewards = {a: float(actions[a]) + self.t for a in self.agents}
+        done = {a: a == "runner_1" or self.t == 3 for a in self.agents}
+        observations = {a: self._obs(a) for a in self.agents}
+        self.agents = [a for a in self.agents if not done[a]]
+        return observations, rewards, done, dict.fromkeys(done, False), {a: {} for a in done}
+
+
+def test_an_agent_that_leaves_is_zeroed_in_the_concatenated_state() -> None:
+    spec = pz.describe(pz.PettingZooRef("test:tiny_race_v0", "test", "tiny_race_v0", "parallel"), TinyRace())
+    assert spec.state_shape is None
+    slots = pz.check_policy_mapping(spec.spaces, dict.fromkeys(spec.agents, "shared"))
+    stepper = MultiAgentStepper(spec, TinyRace, 1, slots, seed=0, global_state=True)
+    decision = stepper.reset()
+    assert decision.state.tolist() == [[1.0, 1.0, 1.0, 5.0]]
+    moves, decision = stepper.step({"shared": np.array([[1, 0]])})
+    assert moves.reward["shared"].tolist() == [[2.0, 1.0]] and moves.terminated["shared"].tolist() == [[False, True]]
+    assert decision.state.tolist() == [[2.0, 1.0, 0.0, 0.0]]  # runner_1 is gone: its part is zeros
+    assert decision.alive["shared"].tolist() == [[True, False]]
+    moves, decision = stepper.step({"shared": np.array([[0, 1]])})  # runner_1's action is not used
+    assert moves.valid["shared"].tolist() == [[True, False]] and moves.reward["shared"].tolist() == [[2.0, 0.0]]
+    assert moves.state["shared"][0, 0].tolist() == [2.0, 1.0, 0.0, 0.0]  # the state the move was chosen in
+    moves, decision = stepper.step({"shared": np.array([[1, 1]])})
+    assert [(e.returns, e.length) for e in moves.episodes] == [({"runner_0": 2.0 + 2.0 + 4.0, "runner_1": 1.0}, 3)]
+    assert decision.alive["shared"].all() and decision.state.tolist() == [[1.0, 1.0, 1.0, 5.0]]
+
+
 # --- knights_archers_zombies: agents die -----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def kaz() -> pz.MultiAgentSpec:
-    return pz.probe(KAZ, KAZ_KWARGS)
+    spec = pz.probe(KAZ, KAZ_KWARGS)
+    # What a rollout actor receives travels pickled.
+    env = pickle.loads(pickle.dumps(pz.env_factory(spec.ref, KAZ_KWARGS)))()
+    assert env.possible_agents == list(spec.agents)
+    env.close()
+    return spec
 
 
 def run_kaz(spec: pz.MultiAgentSpec, steps: int, seed: int) -> list[tuple]:
@@ -175,6 +230,11 @@ def test_kaz_stepper_is_deterministic(kaz: pz.MultiAgentSpec) -> None:
 # --- classic games: masks -------------------------------------------------------------------------
 
 
+# Each game's own list of legal moves, read from its board.
+LEGAL = {"tictactoe_v3": lambda env: env.unwrapped.board.legal_moves(),
+         "connect_four_v3": lambda env: env.unwrapped._legal_moves()}
+
+
 @pytest.mark.parametrize("env_id, games", [("pettingzoo.classic:tictactoe_v3", 2000),
                                            ("pettingzoo.classic:connect_four_v3", 1000)])
 def test_random_legal_play_never_plays_an_illegal_move(env_id: str, games: int,
@@ -189,9 +249,8 @@ def test_random_legal_play_never_plays_an_illegal_move(env_id: str, games: int,
     decision, finished = stepper.reset(), []
     while len(finished) < games:
         mask, acting = decision.action_mask["learner"], decision.acting["learner"]
-        for i, j in zip(*np.nonzero(acting)):  # the stepper's mask is the env's own
-            env_mask = stepper.envs[i].observe(spec.agents[j])["action_mask"]
-            assert np.array_equal(mask[i, j], env_mask.astype(bool))
+        for i, j in zip(*np.nonzero(acting)):  # the stepper's mask is the board's legal moves
+            assert np.flatnonzero(mask[i, j]).tolist() == sorted(LEGAL[spec.ref.name](stepper.envs[i]))
         actions = (rng.random(mask.shape) * mask).argmax(-1)
         moves, decision = stepper.step({"learner": actions})
         finished += moves.episodes
