@@ -23,7 +23,7 @@ import importlib
 import pkgutil
 import re
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -206,7 +206,7 @@ def agent_type(agent_id: str) -> str:
     return match.group(1) if match else agent_id
 
 
-def group_by_type(agents: list[str] | tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+def group_by_type(agents: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """Agents grouped by type, types and agents in the environment's order."""
     groups: dict[str, list[str]] = {}
     for agent in agents:
