@@ -82,7 +82,7 @@ def test_a_learner_update_never_imports_torch_dynamo() -> None:
     code = """
 import sys, torch
 from rlkit.config import load_train_config
-from rlkit.train.agents import DEFAULT_POLICY
+from rlkit.train.agents import DEFAULT_POLICY, agent_mapping
 from rlkit.train.envs import probe
 from rlkit.train.learner import Learner
 from rlkit.train.rollout import RolloutWorker
@@ -90,8 +90,8 @@ from tests.conftest import CONFIGS
 for name in ("ppo_cartpole", "grpo_cartpole"):
     cfg = load_train_config(CONFIGS / f"{name}.yaml", [])
     spec = probe(cfg.env, cfg.algo.name)
-    learner = Learner(cfg, spec, torch.device("cpu"))
-    worker = RolloutWorker(cfg, spec, learner.algorithm.collection, worker_index=0, seed=3)
+    learner = Learner(cfg, agent_mapping(spec), torch.device("cpu"))
+    worker = RolloutWorker(cfg, learner.mapping, learner.algorithm.collection, worker_index=0, seed=3)
     worker.policies[DEFAULT_POLICY].load(learner.publish().policies[DEFAULT_POLICY].weights)
     worker.version = 0
     frag = worker.sample([None], 0)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlkit.train.agents import DEFAULT_POLICY
+from rlkit.train.agents import DEFAULT_POLICY, agent_mapping
 from rlkit.train.envs import probe
 from rlkit.train.learner import Learner
 from rlkit.train.rollout import RolloutWorker
@@ -28,8 +28,8 @@ def worker_and_learner(vectorization: str, envs: int, length: int):
     ])
     cfg.env.kwargs = {"max_episode_steps": EPISODE}
     spec = probe(cfg.env, "ppo")
-    learner = Learner(cfg, spec, torch.device("cpu"))
-    worker = RolloutWorker(cfg, spec, learner.algorithm.collection, worker_index=0, seed=3)
+    learner = Learner(cfg, agent_mapping(spec), torch.device("cpu"))
+    worker = RolloutWorker(cfg, learner.mapping, learner.algorithm.collection, worker_index=0, seed=3)
     worker.policies[DEFAULT_POLICY].load(learner.publish().policies[DEFAULT_POLICY].weights)
     worker.version = 0
     return worker, learner

@@ -52,6 +52,7 @@ def bench_device(device: str, args: argparse.Namespace) -> dict[str, object]:
     import torch
 
     from rlkit.config import load_train_config
+    from rlkit.train.agents import agent_mapping
     from rlkit.train.envs import SINGLE_AGENT, probe
     from rlkit.train.learner import Learner
 
@@ -59,7 +60,7 @@ def bench_device(device: str, args: argparse.Namespace) -> dict[str, object]:
     config = load_train_config(REPO / "configs" / "ppo_cartpole.yaml",
                                [f"model.hidden_sizes=[{','.join(hidden)}]", f"device={device}"])
     spec = probe(config.env, config.algo.name)
-    learner = Learner(config, spec, torch.device(device))
+    learner = Learner(config, agent_mapping(spec), torch.device(device))
     T = args.fragment_length
     n_frag = max(1, args.batch // (T * args.envs))
     frags = fragments(n_frag, T, args.envs, spec.agents[SINGLE_AGENT].obs_dim)

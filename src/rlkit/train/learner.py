@@ -16,9 +16,9 @@ import torch
 
 from rlkit.config import TrainConfig
 from rlkit.errors import ConfigError
-from rlkit.train.agents import AgentMapping, agent_mapping
+from rlkit.train.agents import AgentMapping
 from rlkit.train.algos.base import Algorithm, make_algorithm
-from rlkit.train.envs import EnvSpec, PolicySpec
+from rlkit.train.envs import PolicySpec
 from rlkit.train.normalize import RunningMeanStd
 from rlkit.train.optim import FlatAdam
 from rlkit.train.rollout import Fragment, PolicyCopy, Published
@@ -63,10 +63,10 @@ class PolicyState:
 
 
 class Learner:
-    def __init__(self, config: TrainConfig, spec: EnvSpec, device: torch.device) -> None:
+    def __init__(self, config: TrainConfig, mapping: AgentMapping, device: torch.device) -> None:
         self.cfg = config
         self.device = device
-        self.mapping: AgentMapping = agent_mapping(spec)
+        self.mapping = mapping
         self.algorithm: Algorithm = make_algorithm(config.algo)
         if device.type == "cpu" and config.learner_threads:
             # Small models gain nothing from intra-op threads, and idle OpenMP

@@ -14,14 +14,15 @@ from ray.exceptions import RayActorError
 
 from rlkit.config import TrainConfig
 from rlkit.train.algos.base import Collection
-from rlkit.train.envs import EnvSpec
+from rlkit.train.agents import AgentMapping
 from rlkit.train.rollout import Fragment, RolloutWorker
 
 
 class WorkerPool:
-    def __init__(self, config: TrainConfig, spec: EnvSpec, collection: Collection, placement: Any = None) -> None:
+    def __init__(self, config: TrainConfig, mapping: AgentMapping, collection: Collection,
+                 placement: Any = None) -> None:
         self.cfg = config
-        self.spec = spec
+        self.mapping = mapping
         self.collection = collection
         self.placement = placement
         self.restarts = 0
@@ -36,7 +37,7 @@ class WorkerPool:
         options: dict[str, Any] = {}
         if self.placement is not None:
             options["scheduling_strategy"] = self.placement
-        return self.remote_cls.options(**options).remote(self.cfg, self.spec, self.collection, index, seed)
+        return self.remote_cls.options(**options).remote(self.cfg, self.mapping, self.collection, index, seed)
 
     def _replace(self, index: int) -> None:
         self.restarts += 1

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from rlkit.config import TrainConfig
-from rlkit.train.agents import agent_mapping
+from rlkit.train.agents import AgentMapping
 from rlkit.train.algos.base import Collection
-from rlkit.train.envs import SINGLE_AGENT, EnvSpec, env_factory, make_vector_env
+from rlkit.train.envs import SINGLE_AGENT, env_factory, make_vector_env
 from rlkit.train.normalize import RunningMeanStd
 from rlkit.train.policies import NumpyPolicy, Weights
 
@@ -73,11 +73,11 @@ class RolloutWorker:
     ``self.mapping`` which policy acts for each agent.
     """
 
-    def __init__(self, config: TrainConfig, spec: EnvSpec, collection: Collection,
+    def __init__(self, config: TrainConfig, mapping: AgentMapping, collection: Collection,
                  worker_index: int, seed: int) -> None:
         self.cfg = config
         self.worker_index = worker_index
-        self.mapping = agent_mapping(spec)
+        self.mapping = mapping
         self.policies = {pid: NumpyPolicy(pspec, config.model, critic=collection.critic)
                          for pid, pspec in self.mapping.policies.items()}
         self.obs_norm: dict[str, RunningMeanStd | None] = dict.fromkeys(self.policies)

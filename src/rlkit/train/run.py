@@ -153,6 +153,7 @@ class _Background:
 
 def _build_learner(config: TrainConfig, spec: EnvSpec):
     import rlkit.train.runlog  # noqa: F401  (its TensorBoard import is paid here too)
+    from rlkit.train.agents import agent_mapping
     from rlkit.train.learner import Learner, resolve_device
 
-    return Learner(config, spec, resolve_device(config.device))
+    return Learner(config, agent_mapping(spec), resolve_device(config.device))

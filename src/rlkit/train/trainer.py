@@ -13,6 +13,7 @@ import numpy as np
 import ray
 
 from rlkit.config import TrainConfig
+from rlkit.train.agents import agent_mapping
 from rlkit.train.algos.base import make_algorithm
 from rlkit.train.envs import EnvSpec
 from rlkit.train.learner import Learner, resolve_device
@@ -28,8 +29,9 @@ class Trainer:
         """``get_learner`` hands over a learner built elsewhere (``rlkit train`` builds it while Ray starts)."""
         self.cfg = config
         # Actors first: their processes start while the learner is built or awaited.
-        self.pool = WorkerPool(config, spec, make_algorithm(config.algo).collection, placement)
-        self.learner = get_learner() if get_learner else Learner(config, spec, resolve_device(config.device))
+        mapping = agent_mapping(spec)
+        self.pool = WorkerPool(config, mapping, make_algorithm(config.algo).collection, placement)
+        self.learner = get_learner() if get_learner else Learner(config, mapping, resolve_device(config.device))
         self.global_step = 0
         self.episodes = 0
         self.dropped = 0
