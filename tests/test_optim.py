@@ -82,18 +82,19 @@ def test_a_learner_update_never_imports_torch_dynamo() -> None:
     code = """
 import sys, torch
 from rlkit.config import load_train_config
-from rlkit.train.envs import DEFAULT_POLICY, probe
+from rlkit.train.agents import DEFAULT_POLICY, agent_mapping
+from rlkit.train.envs import probe
 from rlkit.train.learner import Learner
 from rlkit.train.rollout import RolloutWorker
 from tests.conftest import CONFIGS
 for name in ("ppo_cartpole", "grpo_cartpole"):
     cfg = load_train_config(CONFIGS / f"{name}.yaml", [])
     spec = probe(cfg.env, cfg.algo.name)
-    learner = Learner(cfg, spec, torch.device("cpu"))
-    worker = RolloutWorker(cfg, spec, worker_index=0, seed=3)
-    worker.policy.load(learner.publish().weights[DEFAULT_POLICY])
+    learner = Learner(cfg, agent_mapping(spec), torch.device("cpu"))
+    worker = RolloutWorker(cfg, learner.mapping, learner.algorithm.collection, worker_index=0, seed=3)
+    worker.policies[DEFAULT_POLICY].load(learner.publish().policies[DEFAULT_POLICY].weights)
     worker.version = 0
-    frag = getattr(worker, "sample_groups" if cfg.algo.name == "grpo" else "sample")([None], 0)
+    frag = worker.sample([None], 0)
     metrics = learner.update([frag], 0.5)
     assert metrics["charts/learning_rate"] == cfg.algo.lr / 2
 print("torch._dynamo" in sys.modules)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from rlkit.train.envs import DEFAULT_POLICY, probe
+from rlkit.train.agents import DEFAULT_POLICY, agent_mapping
+from rlkit.train.envs import probe
 from rlkit.train.learner import Learner
 from rlkit.train.rollout import RolloutWorker
 from tests.conftest import CONFIGS
@@ -27,9 +28,9 @@ def worker_and_learner(vectorization: str, envs: int, length: int):
     ])
     cfg.env.kwargs = {"max_episode_steps": EPISODE}
     spec = probe(cfg.env, "ppo")
-    learner = Learner(cfg, spec, torch.device("cpu"))
-    worker = RolloutWorker(cfg, spec, worker_index=0, seed=3)
-    worker.policy.load(learner.publish().weights[DEFAULT_POLICY])
+    learner = Learner(cfg, agent_mapping(spec), torch.device("cpu"))
+    worker = RolloutWorker(cfg, learner.mapping, learner.algorithm.collection, worker_index=0, seed=3)
+    worker.policies[DEFAULT_POLICY].load(learner.publish().policies[DEFAULT_POLICY].weights)
     worker.version = 0
     return worker, learner
 
@@ -57,7 +58,7 @@ def test_autoreset_rows_are_masked_and_truncations_bootstrap_from_the_final_obse
     np.testing.assert_allclose(b["bootstrap"][[4, 10]], b["values"][[5, 11]], rtol=1e-6)
     assert not b["bootstrap"][np.asarray(expected_dones) == 0].any()
     # The learner trains on real transitions only.
-    assert len(learner._batch([frag])["obs"]) == 12 * envs
+    assert len(learner.algorithm.rows(b)["obs"]) == 12 * envs
 
 
 @pytest.mark.parametrize("vectorization", ["auto", "sync"])

@@ -27,7 +27,7 @@ BIG = "512,512"
 
 
 def fragments(n_frag: int, T: int, N: int, obs_dim: int, seed: int = 0) -> list:
-    from rlkit.train.envs import DEFAULT_POLICY
+    from rlkit.train.agents import DEFAULT_POLICY
     from rlkit.train.rollout import Fragment
 
     rng = np.random.default_rng(seed)
@@ -52,17 +52,18 @@ def bench_device(device: str, args: argparse.Namespace) -> dict[str, object]:
     import torch
 
     from rlkit.config import load_train_config
-    from rlkit.train.envs import probe
+    from rlkit.train.agents import agent_mapping
+    from rlkit.train.envs import SINGLE_AGENT, probe
     from rlkit.train.learner import Learner
 
     hidden = args.hidden.split(",")
     config = load_train_config(REPO / "configs" / "ppo_cartpole.yaml",
                                [f"model.hidden_sizes=[{','.join(hidden)}]", f"device={device}"])
     spec = probe(config.env, config.algo.name)
-    learner = Learner(config, spec, torch.device(device))
+    learner = Learner(config, agent_mapping(spec), torch.device(device))
     T = args.fragment_length
     n_frag = max(1, args.batch // (T * args.envs))
-    frags = fragments(n_frag, T, args.envs, spec.policies["default"].obs_dim)
+    frags = fragments(n_frag, T, args.envs, spec.agents[SINGLE_AGENT].obs_dim)
     batch = n_frag * T * args.envs
 
     def timed() -> float:

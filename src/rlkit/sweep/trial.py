@@ -50,6 +50,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
 
     from rlkit.train import checkpoint as ckpt
     from rlkit.train.envs import probe
+    from rlkit.train.loop import Iteration, run_loop, save
     from rlkit.train.runlog import RunLog
     from rlkit.train.trainer import Trainer
 
@@ -74,27 +75,25 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
             tune.report(last_result)
             return
         log = RunLog(trial_dir, cfg, quiet=True, start_step=trainer.global_step)
-        every = spec.checkpoint_every()
-        while (reason := trainer.stop_reason()) is None:
-            metrics = trainer.step()
-            updates = trainer.learner.updates
-            log.log(trainer.global_step, updates, trainer.elapsed, metrics)
+
+        def after(it: Iteration) -> None:
+            assert log is not None
             # A scheduler may end this process at any report: what is logged must be on disk.
             log.flush()
-            result = _result(metrics, trainer, spec.file.metric, updates == 1)
-            reason = trainer.stop_reason()
-            result["stop_reason"] = reason or ""
-            if reason is None and updates % every:
+            result = _result(it.metrics, trainer, spec.file.metric, it.updates == 1)
+            result["stop_reason"] = it.stop_reason or ""
+            if not it.checkpoint_due:
                 tune.report(result)
-                continue
+                return
+            # Each checkpoint is a small run directory, so rlkit eval reads it.
             with tempfile.TemporaryDirectory(prefix="rlkit-trial-ckpt-") as tmp:
                 run_dir = Path(tmp)
                 (run_dir / ckpt.CHECKPOINT_DIR).mkdir()
                 (run_dir / ckpt.CONFIG_FILE).write_text(cfg.to_yaml())
-                state = {"trainer": trainer.state_dict(), "config": cfg.model_dump(mode="json"),
-                         "trial_id": trial_id, "last_result": result}
-                ckpt.save_checkpoint(run_dir, updates, state, keep=1, env_states=trainer.env_states())
+                save(trainer, run_dir, keep=1, trial_id=trial_id, last_result=result)
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+        run_loop(trainer, log, spec.checkpoint_every(), after)
     finally:
         if log is not None:
             log.close()
@@ -119,12 +118,10 @@ def _restore(trainer: Any, cfg: Any, trial_id: str, trial_dir: Path) -> dict[str
         loaded = ckpt.load_latest(Path(directory), with_env=True)
     state = loaded.state
     ckpt.check_resumable(state["config"], cfg)
+    # A donor's (PBT) optimizer state comes with its learning rate: each
+    # update sets this trial's own from its config.
     trainer.load_state_dict(state["trainer"], loaded.env_states)
     source = state["trial_id"]
-    if source != trial_id and not cfg.algo.anneal_lr:
-        # The optimizer came with the donor's learning rate; without annealing
-        # nothing would ever set this trial's perturbed one.
-        trainer.learner.optimizer.lr = cfg.algo.lr
     event = {"time": round(time.time(), 3), "event": "resumed" if source == trial_id else "cloned",
              "from": source, "step": trainer.global_step}
     if loaded.notes:

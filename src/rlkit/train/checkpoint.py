@@ -38,7 +38,8 @@ from rlkit.files import atomic_write
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
-FORMAT = 2
+# 3: the learner's state is per policy (models, optimizers, normalisers keyed by policy id).
+FORMAT = 3
 SUMS_SUFFIX = ".json"
 SET_ASIDE_SUFFIX = ".damaged"
 # What fixes the shapes of the saved tensors and environment state: a resume keeps them.

@@ -1,8 +1,8 @@
 """Environment factories and the space description the rest of the engine uses.
 
-Single-agent gymnasium ids map to one policy, ``DEFAULT_POLICY``; the
-``EnvSpec.policies`` mapping is where multi-agent PettingZoo environments
-will name one spec per policy.
+An ``EnvSpec`` names the environment's agents and each one's spaces; which
+policy plays which agent is decided in ``rlkit.train.agents``. A gymnasium
+id has one agent, ``SINGLE_AGENT``; multi-agent environments name theirs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 from rlkit.config import EnvConfig
 from rlkit.errors import ConfigError
 
-DEFAULT_POLICY = "default"
+SINGLE_AGENT = "agent_0"
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ class PolicySpec:
 @dataclass(frozen=True)
 class EnvSpec:
     env_id: str
-    policies: dict[str, PolicySpec]
+    agents: dict[str, PolicySpec]
+    """Agent id -> that agent's spaces, in the environment's agent order."""
     max_episode_steps: int | None
 
 
@@ -120,5 +121,5 @@ def probe(cfg: EnvConfig, algo: str) -> EnvSpec:
         max_steps = env.spec.max_episode_steps if env.spec else None
     finally:
         env.close()
-    return EnvSpec(cfg.id, {DEFAULT_POLICY: spec}, max_steps)
+    return EnvSpec(cfg.id, {SINGLE_AGENT: spec}, max_steps)
 

@@ -11,7 +11,8 @@ import numpy as np
 from rlkit.config import TrainConfig
 from rlkit.errors import BadInputError
 from rlkit.train import checkpoint as ckpt
-from rlkit.train.envs import DEFAULT_POLICY, make_env, probe
+from rlkit.train.agents import agent_mapping
+from rlkit.train.envs import SINGLE_AGENT, make_env, probe
 from rlkit.train.normalize import RunningMeanStd
 from rlkit.train.policies import NumpyPolicy
 
@@ -49,11 +50,12 @@ def evaluate(target: Path, episodes: int = 10, seed: int = 10_000,
         notify(note)
     path, state = loaded.path, loaded.state
     config = TrainConfig.model_validate(state["config"])
-    spec = probe(config.env, config.algo.name).policies[DEFAULT_POLICY]
-    learner_state = state["trainer"]["learner"]
-    policy = NumpyPolicy(spec, config.model, critic=False)
-    policy.load({k: v.numpy() for k, v in learner_state["model"].items()})
-    obs_rms = RunningMeanStd.from_state_dict(learner_state["obs_rms"]) if learner_state["obs_rms"] else None
+    mapping = agent_mapping(probe(config.env, config.algo.name))
+    pid = mapping.policy_of[SINGLE_AGENT]
+    saved = state["trainer"]["learner"]["policies"][pid]
+    policy = NumpyPolicy(mapping.policies[pid], config.model, critic=False)
+    policy.load({k: v.numpy() for k, v in saved["model"].items()})
+    obs_rms = RunningMeanStd.from_state_dict(saved["obs_rms"]) if saved["obs_rms"] else None
     env = make_env(config.env)
     returns, lengths = [], []
     for ep in range(episodes):

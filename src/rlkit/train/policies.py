@@ -52,16 +52,27 @@ class NumpyPolicy:
             return np.zeros(len(obs), dtype=np.float32)
         return self._mlp("critic", obs)[:, 0]
 
-    def act(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sample actions; returns (actions, log-probabilities, values)."""
+    def act(self, obs: np.ndarray, rng: np.random.Generator,
+            mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample actions; returns (actions, log-probabilities, values).
+
+        ``mask`` (discrete actions only) marks the legal actions of each row:
+        the others get probability zero and are never drawn.
+        """
         out = self._mlp("actor", obs)
         if self.spec.action_kind == "discrete":
+            if mask is not None:
+                out = np.where(mask, out, -np.inf)
             logp_all = out - out.max(axis=1, keepdims=True)
             logp_all -= np.log(np.exp(logp_all).sum(axis=1, keepdims=True))
             # Inverse-CDF sampling: one uniform draw per row.
             cdf = np.cumsum(np.exp(logp_all), axis=1)
             u = rng.random((len(obs), 1)) * cdf[:, -1:]
             actions = np.minimum((cdf < u).sum(axis=1), self.spec.action_dim - 1)
+            if mask is not None:
+                # A draw of exactly 0 would pick action 0 even when illegal:
+                # the first legal action is the one it stands for.
+                actions = np.maximum(actions, mask.argmax(axis=1))
             logp = logp_all[np.arange(len(obs)), actions]
         else:
             log_std = self.weights["actor_logstd"]
@@ -70,9 +81,11 @@ class NumpyPolicy:
             logp = (-0.5 * noise**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(axis=1)
         return actions, logp.astype(np.float32), self.value(obs)
 
-    def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
+    def act_deterministic(self, obs: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         out = self._mlp("actor", obs)
-        return out.argmax(axis=1) if self.spec.action_kind == "discrete" else out
+        if self.spec.action_kind == "continuous":
+            return out
+        return (out if mask is None else np.where(mask, out, -np.inf)).argmax(axis=1)
 
     def env_actions(self, actions: np.ndarray) -> np.ndarray:
         """What the environment receives: Gaussian samples clipped to the Box bounds."""

@@ -12,17 +12,19 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
-from rlkit.config import GRPOConfig, TrainConfig
-from rlkit.train.envs import EnvSpec
+from rlkit.config import TrainConfig
+from rlkit.train.algos.base import Collection
+from rlkit.train.agents import AgentMapping
 from rlkit.train.rollout import Fragment, RolloutWorker
 
 
 class WorkerPool:
-    def __init__(self, config: TrainConfig, spec: EnvSpec, placement: Any = None) -> None:
+    def __init__(self, config: TrainConfig, mapping: AgentMapping, collection: Collection,
+                 placement: Any = None) -> None:
         self.cfg = config
-        self.spec = spec
+        self.mapping = mapping
+        self.collection = collection
         self.placement = placement
-        self.method = "sample_groups" if isinstance(config.algo, GRPOConfig) else "sample"
         self.restarts = 0
         self.remote_cls = ray.remote(num_cpus=config.rollout.num_cpus_per_worker)(RolloutWorker)
         self.workers = [self._spawn(i) for i in range(config.rollout.num_workers)]
@@ -35,7 +37,7 @@ class WorkerPool:
         options: dict[str, Any] = {}
         if self.placement is not None:
             options["scheduling_strategy"] = self.placement
-        return self.remote_cls.options(**options).remote(self.cfg, self.spec, index, seed)
+        return self.remote_cls.options(**options).remote(self.cfg, self.mapping, self.collection, index, seed)
 
     def _replace(self, index: int) -> None:
         self.restarts += 1
@@ -43,7 +45,7 @@ class WorkerPool:
         self.workers[index] = self._spawn(index)
 
     def _request(self, index: int, box: list[Any], version: int) -> ray.ObjectRef:
-        return getattr(self.workers[index], self.method).remote(box, version)
+        return self.workers[index].sample.remote(box, version)
 
     def sample_all(self, box: list[Any], version: int) -> list[Fragment]:
         """One fragment from every worker, all of ``version``, in worker order (sync mode)."""

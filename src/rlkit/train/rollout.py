@@ -1,9 +1,10 @@
 """RolloutWorker: a persistent Ray actor that steps a batch of environments.
 
-It keeps its environments and episode state across calls, runs the numpy
-copy of the newest policy it has been handed, and returns fixed-length
-fragments (PPO) or whole groups of episodes (GRPO) tagged with the policy
-version that produced them.
+It keeps its environments and episode state across calls, holds a numpy
+copy of each policy of the run's agent mapping (the newest version it has
+been handed), and returns fixed-length fragments or whole groups of
+episodes, as the algorithm's ``Collection`` asks, keyed by policy and
+tagged with the version that produced them.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from rlkit.config import GRPOConfig, TrainConfig
-from rlkit.train.envs import DEFAULT_POLICY, EnvSpec, env_factory, make_vector_env
+from rlkit.config import TrainConfig
+from rlkit.train.agents import AgentMapping
+from rlkit.train.algos.base import Collection
+from rlkit.train.envs import SINGLE_AGENT, env_factory, make_vector_env
 from rlkit.train.normalize import RunningMeanStd
-from rlkit.train.policies import NumpyPolicy
+from rlkit.train.policies import NumpyPolicy, Weights
 
 Batch = dict[str, np.ndarray]
 
@@ -39,12 +42,21 @@ class Fragment:
 
 
 @dataclass
-class Published:
-    """One policy version, put in the object store once and read by every actor."""
+class PolicyCopy:
+    """What an actor holds of one policy."""
 
     version: int
-    weights: dict[str, dict[str, np.ndarray]]
-    obs_norm: dict[str, RunningMeanStd] | None
+    """That policy's updates so far: an actor reloads a policy only when it changed."""
+    weights: Weights
+    obs_norm: RunningMeanStd | None
+
+
+@dataclass
+class Published:
+    """Every policy of one version, put in the object store once and read by every actor."""
+
+    version: int
+    policies: dict[str, PolicyCopy]
 
 
 def peak_rss_mb() -> float:
@@ -52,20 +64,33 @@ def peak_rss_mb() -> float:
 
 
 class RolloutWorker:
-    """Owns ``envs_per_worker`` environments and a CPU copy of the policy."""
+    """Owns ``envs_per_worker`` environments and a CPU copy of each policy.
 
-    def __init__(self, config: TrainConfig, spec: EnvSpec, worker_index: int, seed: int) -> None:
+    The loop that steps them is chosen once, here: a gymnasium vector env
+    for fixed-length fragments, single envs for episode groups. Both serve
+    the environment's one agent, so they run one policy with no per-step
+    lookups; a multi-agent environment brings a loop of its own that asks
+    ``self.mapping`` which policy acts for each agent.
+    """
+
+    def __init__(self, config: TrainConfig, mapping: AgentMapping, collection: Collection,
+                 worker_index: int, seed: int) -> None:
         self.cfg = config
         self.worker_index = worker_index
-        self.grpo = isinstance(config.algo, GRPOConfig)
-        self.policy = NumpyPolicy(spec.policies[DEFAULT_POLICY], config.model, critic=not self.grpo)
+        self.mapping = mapping
+        self.policies = {pid: NumpyPolicy(pspec, config.model, critic=collection.critic)
+                         for pid, pspec in self.mapping.policies.items()}
+        self.obs_norm: dict[str, RunningMeanStd | None] = dict.fromkeys(self.policies)
+        self.policy_versions = dict.fromkeys(self.policies, -1)
         self.rng = np.random.default_rng(seed)
         self.version = -1
-        self.obs_norm: RunningMeanStd | None = None
+        self.group_size = collection.group_size
+        self.pid = self.mapping.policy_of[SINGLE_AGENT]
         n = config.rollout.envs_per_worker
-        if self.grpo:
+        if self.group_size is not None:
             make = env_factory(config.env)
             self.env_list = [make() for _ in range(n)]
+            self._collect = self._episode_groups
         else:
             self.vec = make_vector_env(config.env, n)
             self.obs, _ = self.vec.reset(seed=seed)
@@ -73,6 +98,7 @@ class RolloutWorker:
             self.ep_length = np.zeros(n, dtype=np.int64)
             # Envs whose episode ended on the last step: their next step is a reset.
             self.resetting = np.zeros(n, dtype=bool)
+            self._collect = self._fragment
 
     def _sync(self, box: list[Any], version: int) -> None:
         # The ref travels inside a list so Ray does not fetch it on every call:
@@ -81,28 +107,36 @@ class RolloutWorker:
             import ray
 
             published: Published = ray.get(box[0])
-            self.policy.load(published.weights[DEFAULT_POLICY])
-            self.obs_norm = published.obs_norm[DEFAULT_POLICY] if published.obs_norm else None
+            for pid, copy in published.policies.items():
+                if copy.version != self.policy_versions[pid]:
+                    self.policies[pid].load(copy.weights)
+                    self.obs_norm[pid] = copy.obs_norm
+                    self.policy_versions[pid] = copy.version
             self.version = published.version
 
-    def _normalize(self, obs: np.ndarray) -> np.ndarray:
+    def _normalize(self, obs: np.ndarray, norm: RunningMeanStd | None) -> np.ndarray:
         obs = obs.astype(np.float32).reshape(len(obs), -1)
-        if self.obs_norm is None:
+        if norm is None:
             return obs
-        return self.obs_norm.normalize(obs, self.cfg.env.clip_obs)
+        return norm.normalize(obs, self.cfg.env.clip_obs)
 
     def _stats(self, raw: np.ndarray) -> dict[str, RunningMeanStd] | None:
-        return {DEFAULT_POLICY: RunningMeanStd.of_batch(raw)} if self.cfg.env.normalize_obs else None
+        return {self.pid: RunningMeanStd.of_batch(raw)} if self.cfg.env.normalize_obs else None
 
     def sample(self, box: list[Any], version: int) -> Fragment:
-        """Step every environment ``fragment_length`` times (PPO)."""
+        """Bring the policies up to ``version`` (the ref in ``box``), then collect one fragment."""
         self._sync(box, version)
+        return self._collect()
+
+    def _fragment(self) -> Fragment:
+        """Step every environment ``fragment_length`` times."""
+        policy, norm = self.policies[self.pid], self.obs_norm[self.pid]
         T, N = self.cfg.rollout.fragment_length, self.cfg.rollout.envs_per_worker
         scale = self.cfg.env.reward_scale
         raw_obs = np.empty((T, N, *self.obs.shape[1:]), dtype=np.float32)
-        obs = np.empty((T, N, self.policy.spec.obs_dim), dtype=np.float32)
-        actions = np.empty((T, N, self.policy.spec.action_dim) if self.policy.spec.action_kind == "continuous"
-                           else (T, N), dtype=np.float32 if self.policy.spec.action_kind == "continuous" else np.int64)
+        obs = np.empty((T, N, policy.spec.obs_dim), dtype=np.float32)
+        actions = np.empty((T, N, policy.spec.action_dim) if policy.spec.action_kind == "continuous"
+                           else (T, N), dtype=np.float32 if policy.spec.action_kind == "continuous" else np.int64)
         logprobs, values, rewards = (np.empty((T, N), np.float32) for _ in range(3))
         dones = np.empty((T, N), np.float32)
         bootstrap = np.zeros((T, N), np.float32)
@@ -110,9 +144,9 @@ class RolloutWorker:
         returns, lengths = [], []
         for t in range(T):
             raw_obs[t] = self.obs
-            obs[t] = self._normalize(self.obs)
-            actions[t], logprobs[t], values[t] = self.policy.act(obs[t], self.rng)
-            self.obs, reward, terminated, truncated, _ = self.vec.step(self.policy.env_actions(actions[t]))
+            obs[t] = self._normalize(self.obs, norm)
+            actions[t], logprobs[t], values[t] = policy.act(obs[t], self.rng)
+            self.obs, reward, terminated, truncated, _ = self.vec.step(policy.env_actions(actions[t]))
             # NEXT_STEP autoreset: an env that finished on the previous step
             # ignored this action and returned its first observation; that
             # row is no transition and is masked out of learning.
@@ -124,7 +158,7 @@ class RolloutWorker:
             # of the final observation (the one just returned) instead of zero.
             cut = np.flatnonzero(truncated & ~terminated)
             if len(cut):
-                bootstrap[t, cut] = self.policy.value(self._normalize(self.obs[cut]))
+                bootstrap[t, cut] = policy.value(self._normalize(self.obs[cut], norm))
             self.ep_return += reward
             self.ep_length += ~self.resetting
             for i in np.flatnonzero(done):
@@ -135,16 +169,16 @@ class RolloutWorker:
         batch = {
             "obs": obs, "actions": actions, "logprobs": logprobs, "values": values,
             "rewards": rewards, "dones": dones, "bootstrap": bootstrap, "valid": valid,
-            "last_value": self.policy.value(self._normalize(self.obs)),
+            "last_value": policy.value(self._normalize(self.obs, norm)),
         }
-        return Fragment(self.worker_index, self.version, int(valid.sum()), {DEFAULT_POLICY: batch},
+        return Fragment(self.worker_index, self.version, int(valid.sum()), {self.pid: batch},
                         returns, lengths, self._stats(raw_obs), peak_rss_mb())
 
-    def sample_groups(self, box: list[Any], version: int) -> Fragment:
-        """Run whole groups of episodes, each group from one shared reset seed (GRPO)."""
-        assert isinstance(self.cfg.algo, GRPOConfig)
-        self._sync(box, version)
-        G = self.cfg.algo.group_size
+    def _episode_groups(self) -> Fragment:
+        """Run whole groups of episodes, each group from one shared reset seed."""
+        assert self.group_size is not None
+        policy, norm = self.policies[self.pid], self.obs_norm[self.pid]
+        G = self.group_size
         n = len(self.env_list)
         group_seeds = self.rng.integers(0, 2**31 - 1, size=n // G)
         current = [self.env_list[j].reset(seed=int(group_seeds[j // G]))[0] for j in range(n)]
@@ -153,9 +187,9 @@ class RolloutWorker:
         while active.any():
             idx = np.flatnonzero(active)
             raw = np.stack([current[j] for j in idx])
-            obs = self._normalize(raw)
-            actions, logp, _ = self.policy.act(obs, self.rng)
-            env_actions = self.policy.env_actions(actions)
+            obs = self._normalize(raw, norm)
+            actions, logp, _ = policy.act(obs, self.rng)
+            env_actions = policy.env_actions(actions)
             for k, j in enumerate(idx):
                 steps[j].append((raw[k], obs[k], actions[k], logp[k]))
                 current[j], reward, terminated, truncated, _ = self.env_list[j].step(env_actions[k])
@@ -173,12 +207,12 @@ class RolloutWorker:
             "episode_groups": np.arange(n) // G,
         }
         raw_obs = np.stack([s[0] for s in flat])
-        return Fragment(self.worker_index, self.version, len(flat), {DEFAULT_POLICY: batch},
+        return Fragment(self.worker_index, self.version, len(flat), {self.pid: batch},
                         [float(r) for r in ep_return], lengths, self._stats(raw_obs), peak_rss_mb())
 
     def get_state(self) -> bytes | None:
         """Environment, episode and RNG state for an exact resume; None if the envs cannot be pickled."""
-        envs = self.env_list if self.grpo else (self.vec, self.obs, self.ep_return, self.ep_length, self.resetting)
+        envs = self.env_list if self.group_size is not None else (self.vec, self.obs, self.ep_return, self.ep_length, self.resetting)
         try:
             return pickle.dumps((envs, self.rng.bit_generator.state))
         except Exception:  # an env holding a handle that cannot be pickled
@@ -189,7 +223,7 @@ class RolloutWorker:
         # signature verified as this user's (train/checkpoint.py).
         envs, rng_state = pickle.loads(state)
         self.rng.bit_generator.state = rng_state
-        if self.grpo:
+        if self.group_size is not None:
             self.env_list = envs
         else:
             self.vec, self.obs, self.ep_return, self.ep_length, self.resetting = envs

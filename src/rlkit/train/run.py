@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,7 +54,6 @@ def train(
     address: str | None = None,
     resume: Path | None = None,
     quiet: bool = True,
-    on_update: Callable[[int, dict[str, float]], None] | None = None,
     notify: Callable[[str], None] = ckpt.to_stderr,
 ) -> TrainSummary:
     """Train until a stop condition; returns a summary.
@@ -94,6 +92,7 @@ def train(
     learner = _Background(lambda: _build_learner(config, spec))
     with ray_session(address):
         _check_resources(config)
+        from rlkit.train.loop import Iteration, run_loop, save
         from rlkit.train.runlog import RunLog
         from rlkit.train.trainer import Trainer
 
@@ -108,27 +107,17 @@ def train(
                 # Only now: a resume that fails leaves the run's config as it was.
                 ckpt.write_run_config(run_dir, config)
             log = RunLog(run_dir, config, quiet, start_step=trainer.global_step)
-            saved_at = trainer.learner.updates if loaded is not None else -1
-            with _StopAtBoundary() as interrupt:
-                while (reason := trainer.stop_reason()) is None:
-                    metrics = trainer.step()
-                    updates = trainer.learner.updates
-                    log.log(trainer.global_step, updates, trainer.elapsed, metrics)
-                    if on_update is not None:
-                        on_update(updates, metrics)
-                    if updates % config.checkpoint.every_updates == 0:
-                        path, saved_at = _save(run_dir, trainer, config, log), updates
-                    if interrupt.requested:
-                        reason = "interrupted"
-                        break
-                if saved_at != trainer.learner.updates:
-                    path = _save(run_dir, trainer, config, log)
+
+            def after(it: Iteration) -> Path | None:
+                return save(trainer, run_dir, config.checkpoint.keep) if it.checkpoint_due else None
+
+            reason, saved = run_loop(trainer, log, config.checkpoint.every_updates, after)
             summary = TrainSummary(
                 run_dir=str(run_dir), name=config.name, stop_reason=reason,
                 global_step=trainer.global_step, updates=trainer.learner.updates,
                 episodes=trainer.episodes, rolling_return=trainer.rolling_return,
                 wall_s=round(trainer.elapsed, 3), sps=round(trainer.global_step / max(trainer.elapsed, 1e-9), 1),
-                checkpoint=str(path), device=str(trainer.learner.device),
+                checkpoint=str(saved or path), device=str(trainer.learner.device),
                 driver_peak_rss_mb=round(peak_rss_mb(), 1),
                 actor_peak_rss_mb=round(trainer.actor_peak_rss_mb, 1),
             )
@@ -164,44 +153,7 @@ class _Background:
 
 def _build_learner(config: TrainConfig, spec: EnvSpec):
     import rlkit.train.runlog  # noqa: F401  (its TensorBoard import is paid here too)
+    from rlkit.train.agents import agent_mapping
     from rlkit.train.learner import Learner, resolve_device
 
-    return Learner(config, spec, resolve_device(config.device))
-
-
-class _StopAtBoundary:
-    """SIGINT asks the loop to stop at the end of the iteration in progress.
-
-    A KeyboardInterrupt mid-iteration would leave steps counted that no
-    update or log line holds, and the checkpoint would run ahead of the log.
-    The second SIGINT gets Python's own handler back: KeyboardInterrupt, at once.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._installed = False
-        self._previous: Any = None
-
-    def __enter__(self) -> _StopAtBoundary:
-        # Signals reach the main thread only; an ignored SIGINT (nohup) stays ignored.
-        if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
-            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
-            self._installed = True
-        return self
-
-    def _on_sigint(self, _signum: int, _frame: Any) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def __exit__(self, *_exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
-
-
-def _save(run_dir: Path, trainer, config: TrainConfig, log) -> Path:
-    # What the checkpoint holds is on disk in the log first.
-    log.flush()
-    state = {"trainer": trainer.state_dict(), "config": config.model_dump(mode="json")}
-    return ckpt.save_checkpoint(run_dir, trainer.learner.updates, state, config.checkpoint.keep,
-                                trainer.env_states())
+    return Learner(config, agent_mapping(spec), resolve_device(config.device))

@@ -46,14 +46,21 @@ class ActorCritic(nn.Module):
         assert self.critic is not None
         return self.critic(obs).squeeze(-1)
 
-    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor,
+                         mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities of ``actions`` and the policy's entropy; with a
+        ``mask`` (discrete) both are over the legal actions only."""
         # Written out rather than through torch.distributions: at rollout-sized
         # batches the learner is bound by op count, and this halves it.
         out = self.actor(obs)
         if self.spec.action_kind == "discrete":
+            if mask is not None:
+                out = out.masked_fill(~mask, -math.inf)
             logp_all = out.log_softmax(-1)
             logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-            entropy = -(logp_all.exp() * logp_all).sum(-1)
+            # Illegal actions have p = 0 and log p = -inf: their 0 * -inf terms are left out.
+            finite = logp_all if mask is None else logp_all.masked_fill(~mask, 0.0)
+            entropy = -(logp_all.exp() * finite).sum(-1)
             return logp, entropy
         log_std = self.actor_logstd
         z = (actions - out) * torch.exp(-log_std)

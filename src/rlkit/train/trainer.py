@@ -1,7 +1,6 @@
 """Trainer: one training iteration at a time, with everything needed to resume.
 
-``rlkit train`` drives it in a loop with logging and checkpoints; a Tune
-trial drives the same object and reports each iteration to Tune.
+``rlkit.train.loop`` drives it, for ``rlkit train`` and Tune trials alike.
 """
 
 from __future__ import annotations
@@ -14,6 +13,8 @@ import numpy as np
 import ray
 
 from rlkit.config import TrainConfig
+from rlkit.train.agents import agent_mapping
+from rlkit.train.algos.base import make_algorithm
 from rlkit.train.envs import EnvSpec
 from rlkit.train.learner import Learner, resolve_device
 from rlkit.train.pool import WorkerPool
@@ -28,8 +29,9 @@ class Trainer:
         """``get_learner`` hands over a learner built elsewhere (``rlkit train`` builds it while Ray starts)."""
         self.cfg = config
         # Actors first: their processes start while the learner is built or awaited.
-        self.pool = WorkerPool(config, spec, placement)
-        self.learner = get_learner() if get_learner else Learner(config, spec, resolve_device(config.device))
+        mapping = agent_mapping(spec)
+        self.pool = WorkerPool(config, mapping, make_algorithm(config.algo).collection, placement)
+        self.learner = get_learner() if get_learner else Learner(config, mapping, resolve_device(config.device))
         self.global_step = 0
         self.episodes = 0
         self.dropped = 0

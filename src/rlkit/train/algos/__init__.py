@@ -1,1 +1,1 @@
-"""Advantage estimators and losses, one module per algorithm."""
+"""The algorithms: the interface and ``make_algorithm`` (base), one module per algorithm, and the pieces they share."""

@@ -1,43 +1,73 @@
-"""PPO's loss on one minibatch (CleanRL's ppo.py, detail by detail)."""
+"""PPO (CleanRL's ppo.py, detail by detail): GAE advantages, clipped surrogate, value loss."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from rlkit.config import PPOConfig
+from rlkit.train.algos.advantages import gae
+from rlkit.train.algos.base import Algorithm, Batch, Collection, Tensors
 from rlkit.train.algos.clipped import clipped_surrogate, policy_ratio
 from rlkit.train.torch_model import ActorCritic
 
 
-def ppo_loss(model: ActorCritic, mb: dict[str, torch.Tensor], cfg: PPOConfig,
-             clip: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    new_logprob, entropy = model.log_prob_entropy(mb["obs"], mb["actions"])
-    new_value = model.value(mb["obs"])
-    ratio, approx_kl, clipfrac = policy_ratio(new_logprob, mb["logprobs"], clip)
+class PPO(Algorithm):
+    cfg: PPOConfig
 
-    adv = mb["advantages"]
-    if cfg.norm_adv:
-        # Per-minibatch advantage normalisation.
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    @property
+    def collection(self) -> Collection:
+        return Collection(critic=True, group_size=None)
 
-    # Clipped surrogate objective.
-    pg_loss = clipped_surrogate(adv, ratio, clip)
+    def rows(self, batch: Batch) -> Batch:
+        b = batch
+        adv, ret = gae(b["rewards"], b["values"], b["dones"], b["bootstrap"], b["last_value"],
+                       self.cfg.gamma, self.cfg.gae_lambda)
+        time_major = {
+            "obs": b["obs"], "actions": b["actions"], "logprobs": b["logprobs"],
+            "values": b["values"], "advantages": adv, "returns": ret,
+        }
+        if "action_mask" in b:
+            time_major["action_mask"] = b["action_mask"]
+        # Flatten [T, N, ...] to [T*N, ...] rows, keeping real transitions only
+        # (autoreset rows carry no experience).
+        keep = b["valid"].reshape(-1) > 0
+        return {k: v.reshape(-1, *v.shape[2:])[keep] for k, v in time_major.items()}
 
-    if cfg.clip_vloss:
-        # Value clipping around the rollout-time value estimate.
-        v_clipped = mb["values"] + (new_value - mb["values"]).clamp(-clip, clip)
-        v_loss = 0.5 * torch.max((new_value - mb["returns"]) ** 2, (v_clipped - mb["returns"]) ** 2).mean()
-    else:
-        v_loss = 0.5 * ((new_value - mb["returns"]) ** 2).mean()
+    def loss(self, model: ActorCritic, mb: Tensors, clip: float) -> tuple[torch.Tensor, Tensors]:
+        cfg = self.cfg
+        new_logprob, entropy = model.log_prob_entropy(mb["obs"], mb["actions"], mb.get("action_mask"))
+        new_value = model.value(mb["obs"])
+        ratio, approx_kl, clipfrac = policy_ratio(new_logprob, mb["logprobs"], clip)
 
-    # Entropy bonus keeps exploration alive.
-    entropy_loss = entropy.mean()
-    loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
-    stats = {
-        "losses/policy_loss": pg_loss.detach(),
-        "losses/value_loss": v_loss.detach(),
-        "losses/entropy": entropy_loss.detach(),
-        "losses/approx_kl": approx_kl,
-        "losses/clipfrac": clipfrac,
-    }
-    return loss, stats
+        adv = mb["advantages"]
+        if cfg.norm_adv:
+            # Per-minibatch advantage normalisation.
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+
+        # Clipped surrogate objective.
+        pg_loss = clipped_surrogate(adv, ratio, clip)
+
+        if cfg.clip_vloss:
+            # Value clipping around the rollout-time value estimate.
+            v_clipped = mb["values"] + (new_value - mb["values"]).clamp(-clip, clip)
+            v_loss = 0.5 * torch.max((new_value - mb["returns"]) ** 2, (v_clipped - mb["returns"]) ** 2).mean()
+        else:
+            v_loss = 0.5 * ((new_value - mb["returns"]) ** 2).mean()
+
+        # Entropy bonus keeps exploration alive.
+        entropy_loss = entropy.mean()
+        loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
+        stats = {
+            "losses/policy_loss": pg_loss.detach(),
+            "losses/value_loss": v_loss.detach(),
+            "losses/entropy": entropy_loss.detach(),
+            "losses/approx_kl": approx_kl,
+            "losses/clipfrac": clipfrac,
+        }
+        return loss, stats
+
+    def batch_metrics(self, rows: Batch) -> dict[str, float]:
+        values, returns = rows["values"], rows["returns"]
+        var = returns.var()
+        return {"losses/explained_variance": float("nan") if var == 0 else float(1 - (returns - values).var() / var)}
