@@ -91,6 +91,14 @@ def quantity(value: Any) -> float:
     return float(match[1] + (match[2] or "")) * _SUFFIX[match[3]]
 
 
+def _bytes_quantity(value: float) -> str:
+    """Bytes as the API server prints a memory quantity ("3Gi", "1536Mi")."""
+    for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+        if value and value % _SUFFIX[suffix] == 0:
+            return f"{int(value // _SUFFIX[suffix])}{suffix}"
+    return f"{int(value)}"
+
+
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -235,15 +243,18 @@ class Operator:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=30)
-        for run in list(self.runs.values()):
-            self._teardown(run)
+        stoppers = [threading.Thread(target=self._teardown, args=(run,)) for run in list(self.runs.values())]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
         if self.network:
             self.network.remove()
 
-    def pids(self) -> list[int]:
-        """Every process that runs in the operator's pods now."""
+    def pids(self, name: str | None = None) -> list[int]:
+        """The processes that run now in the pods of RayCluster ``name`` (of every one: None)."""
         with self._lock:
-            nets = [p for run in self.runs.values() for p in run.pods.values()]
+            nets = [p for run in self.runs.values() if name in (None, run.name) for p in run.pods.values()]
         return [pid for net in nets for pid in net.pids()]
 
     # -- the loop
@@ -260,15 +271,20 @@ class Operator:
                         self.runs[uid] = run
                     run.thread.start()
             for uid, run in list(self.runs.items()):
-                if uid not in live and self.enabled():
-                    self._teardown(run)
+                if uid not in live and self.enabled() and not run.stopped.is_set():
+                    run.stopped.set()
+                    threading.Thread(target=self._teardown, args=(run,), daemon=True,
+                                     name=f"kube-standin-stop-{run.name}").start()
 
     def _teardown(self, run: ClusterRun) -> None:
         run.stopped.set()
         if run.thread and run.thread is not threading.current_thread():
             run.thread.join(timeout=START_TIMEOUT_S)
-        for net in list(run.pods.values()):
-            net.stop()
+        stoppers = [threading.Thread(target=net.stop) for net in list(run.pods.values())]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
         with self._lock:
             self.runs.pop(run.uid, None)
 
@@ -345,7 +361,7 @@ class Operator:
             "desiredWorkerReplicas": workers,
             "minWorkerReplicas": sum(g.get("minReplicas", 0) * g.get("numOfHosts", 1) for g, _ in groups[1:]),
             "maxWorkerReplicas": sum(g.get("maxReplicas", 0) * g.get("numOfHosts", 1) for g, _ in groups[1:]),
-            "desiredCPU": f"{totals['cpu']:g}", "desiredMemory": f"{int(totals['memory'])}",
+            "desiredCPU": f"{totals['cpu']:g}", "desiredMemory": _bytes_quantity(totals["memory"]),
             "desiredGPU": f"{totals['nvidia.com/gpu']:g}", "desiredTPU": "0",
         }
 
