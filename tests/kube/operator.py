@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import ipaddress
 import math
 import os
 import re
@@ -106,13 +105,13 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def _pick_subnet() -> ipaddress.IPv4Network:
-    """A free /24, chosen as the SSH test hosts choose theirs."""
+def _testhosts() -> Any:
+    """scripts/testhosts.py, whose subnet choice and lock the pod network shares."""
     spec = importlib.util.spec_from_file_location("rlkit_testhosts", _TESTHOSTS)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.pick_subnet("auto")
+    return module
 
 
 @dataclass
@@ -148,16 +147,20 @@ class Network:
 
     def __init__(self) -> None:
         self.tag = secrets.token_hex(3)
-        self.subnet = _pick_subnet()
         self.bridge = f"rk8s{self.tag}"
-        hosts = list(self.subnet.hosts())
-        self.gateway = str(hosts[0])
-        self._free = [str(ip) for ip in hosts[9:]]
         self._lock = threading.Lock()
         self._count = 0
-        _run("ip", "link", "add", self.bridge, "type", "bridge")
-        _run("ip", "addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.bridge)
-        _run("ip", "link", "set", self.bridge, "up")
+        testhosts = _testhosts()
+        # Under the test hosts' lock: two sessions (or a session and the SSH
+        # test hosts) choosing at once would pick the same free subnet.
+        with testhosts.state_root_locked():
+            self.subnet = testhosts.pick_subnet("auto")
+            hosts = list(self.subnet.hosts())
+            self.gateway = str(hosts[0])
+            _run("ip", "link", "add", self.bridge, "type", "bridge")
+            _run("ip", "addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.bridge)
+            _run("ip", "link", "set", self.bridge, "up")
+        self._free = [str(ip) for ip in hosts[9:]]
 
     def add_pod(self) -> PodNet:
         with self._lock:
