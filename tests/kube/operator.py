@@ -54,7 +54,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -64,7 +63,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlkit.clusters.procs import INHERITED_ENV
+from rlkit.clusters.procs import INHERITED_ENV, is_running, this_process
+from rlkit.clusters.records import ProcessRef
 from tests.kube import schema
 from tests.kube.store import EVENTS, PODS, RAYCLUSTERS, SECRETS, SERVICES, Store, now
 
@@ -73,6 +73,9 @@ PULLABLE = re.compile(r"^(?:[^/]+/)*(?:rayproject/ray|rayproject/ray-ml|rlkit-te
 HEAD_PORTS = (("gcs", 6379), ("dashboard", 8265), ("client", 10001), ("metrics", 8080), ("serve", 8000))
 AGENT_PORT = 52365
 START_TIMEOUT_S = 240.0
+# Which process owns each pod network, so that one left by a session that
+# was killed (no teardown ran) is removed by the next session.
+OWNERS = Path("/run/rlkit-kube-standin")
 PULL_BACKOFF_S = 1.0
 # Ray's object store defaults to 30% of the machine's memory per node; the
 # stand-in's nodes share one machine, so each gets the minimum unless its
@@ -142,6 +145,14 @@ class PodNet:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
+def _pod_net(tag: str, number: int, ip: str) -> PodNet:
+    """Pod ``number`` of network ``tag``: its names follow from those two
+    (interface names stay within 15 characters; Ray's socket paths under
+    the short temp dir within the unix limit)."""
+    netns = f"rk8s-{tag}-{number}"
+    return PodNet(netns, f"rk{tag}p{number}", ip, f"/tmp/{netns}")
+
+
 class Network:
     """A bridge in the root namespace and the pod namespaces hung off it."""
 
@@ -154,6 +165,10 @@ class Network:
         # Under the test hosts' lock: two sessions (or a session and the SSH
         # test hosts) choosing at once would pick the same free subnet.
         with testhosts.state_root_locked():
+            _remove_orphans()
+            OWNERS.mkdir(parents=True, exist_ok=True)
+            me = this_process()
+            (OWNERS / self.tag).write_text(f"{me.pid} {me.start_ticks}\n")
             self.subnet = testhosts.pick_subnet("auto")
             hosts = list(self.subnet.hosts())
             self.gateway = str(hosts[0])
@@ -167,9 +182,9 @@ class Network:
             ip = self._free.pop(0)
             self._count += 1
             number = self._count
-        pod = PodNet(f"rk8s-{self.tag}-{number}", f"rk{self.tag}p{number}", ip,
-                     tempfile.mkdtemp(prefix="rk8s-", dir="/tmp"))
+        pod = _pod_net(self.tag, number, ip)
         try:
+            os.mkdir(pod.temp_dir, 0o700)
             _run("ip", "netns", "add", pod.netns)
             _run("ip", "link", "add", pod.veth, "type", "veth", "peer", "name", "eth0", "netns", pod.netns)
             _run("ip", "link", "set", pod.veth, "master", self.bridge, "up")
@@ -183,6 +198,22 @@ class Network:
 
     def remove(self) -> None:
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
+        (OWNERS / self.tag).unlink(missing_ok=True)
+
+
+def _remove_orphans() -> None:
+    """Stop the pods and remove the networks of sessions that no longer run."""
+    if not OWNERS.is_dir():
+        return
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout.split()
+    for owner in OWNERS.iterdir():
+        pid, ticks = (int(n) for n in owner.read_text().split())
+        if is_running(ProcessRef(pid, ticks)):
+            continue
+        for netns in (n for n in namespaces if n.startswith(f"rk8s-{owner.name}-")):
+            _pod_net(owner.name, int(netns.rsplit("-", 1)[1]), "").stop(grace_s=0)
+        subprocess.run(["ip", "link", "del", f"rk8s{owner.name}"], capture_output=True, check=False)
+        owner.unlink()
 
 
 def _ray() -> str:
@@ -193,6 +224,12 @@ def _owner(rc: dict[str, Any]) -> list[dict[str, Any]]:
     meta = rc["metadata"]
     return [{"apiVersion": "ray.io/v1", "kind": "RayCluster", "name": meta["name"], "uid": meta["uid"],
              "controller": True, "blockOwnerDeletion": True}]
+
+
+def _replicas(group: dict[str, Any]) -> int:
+    """A worker group's pods: replicas clamped to [minReplicas, maxReplicas], times numOfHosts."""
+    replicas = min(max(group.get("replicas", 0), group.get("minReplicas", 0)), group.get("maxReplicas", 2**31 - 1))
+    return replicas * group.get("numOfHosts", 1)
 
 
 def _resources(group: dict[str, Any]) -> dict[str, float]:
@@ -324,24 +361,38 @@ class Operator:
         token = None
         if spec.get("authOptions") is not None and spec["authOptions"].get("mode", "token") == "token":
             token = self._secret(rc)
-        head_ip = self._service_and_head(run, rc, token)
-        if head_ip is None:
+        head = self._service_and_head(run, rc, token)
+        if head is None:
             return
+        head_pod, head_net, head_group = head
         workers: list[tuple[str, dict[str, Any]]] = []
         for group in spec.get("workerGroupSpecs") or []:
             if group.get("suspend"):
                 continue
-            replicas = min(max(group.get("replicas", 0), group.get("minReplicas", 0)), group.get("maxReplicas", 2**31 - 1))
-            workers += [(group["groupName"], group)] * (replicas * group.get("numOfHosts", 1))
+            workers += [(group["groupName"], group)] * _replicas(group)
         self._status(run, lambda s: s.update(self._desired(spec)))
-        ready = 0
-        for group_name, group in workers:
-            if run.stopped.is_set():
-                return
-            if self._worker(run, rc, group_name, group, head_ip, token):
-                ready += 1
-                self._status(run, lambda s, n=ready: s.update(readyWorkerReplicas=n, availableWorkerReplicas=n))
-        if ready == len(workers):
+        # As KubeRay's workers wait only for the head's GCS, not its dashboard,
+        # they start as soon as `ray start --head` has returned.
+        ready: list[bool] = []
+        lock = threading.Lock()
+
+        def worker(group_name: str, group: dict[str, Any]) -> None:
+            if self._worker(run, rc, group_name, group, head_net.ip, token):
+                with lock:
+                    ready.append(True)
+                    count = len(ready)
+                self._status(run, lambda s: s.update(readyWorkerReplicas=count, availableWorkerReplicas=count))
+
+        threads = [threading.Thread(target=worker, args=w, daemon=True) for w in workers]
+        for thread in threads:
+            thread.start()
+        head_ready = self._until_ready(run, head_pod, head_group, lambda: self._head_ready(head_net.ip, token))
+        if head_ready:
+            self._status(run, lambda s: (s.update(state="ready"), self._condition(
+                s, "HeadPodReady", "True", "HeadPodRunningAndReady", "")))
+        for thread in threads:
+            thread.join()
+        if head_ready and len(ready) == len(workers):
             self._status(run, lambda s: self._condition(s, "RayClusterProvisioned", "True",
                                                         "AllPodRunningAndReadyFirstTime",
                                                         "All Ray Pods are ready for the first time"))
@@ -349,8 +400,7 @@ class Operator:
     @staticmethod
     def _desired(spec: dict[str, Any]) -> dict[str, Any]:
         groups = [(spec["headGroupSpec"], 1)] + [
-            (g, min(max(g.get("replicas", 0), g.get("minReplicas", 0)), g.get("maxReplicas", 2**31 - 1))
-             * g.get("numOfHosts", 1)) for g in spec.get("workerGroupSpecs") or [] if not g.get("suspend")]
+            (g, _replicas(g)) for g in spec.get("workerGroupSpecs") or [] if not g.get("suspend")]
         totals = {"cpu": 0.0, "memory": 0.0, "nvidia.com/gpu": 0.0}
         for group, count in groups:
             for container in group["template"]["spec"].get("containers") or []:
@@ -394,7 +444,9 @@ class Operator:
                 "ray.io/node-type": node_type, "ray.io/group": group, "ray.io/is-ray-node": "yes",
                 "app.kubernetes.io/name": "kuberay", "app.kubernetes.io/created-by": "kuberay-operator"}
 
-    def _service_and_head(self, run: ClusterRun, rc: dict[str, Any], token: str | None) -> str | None:
+    def _service_and_head(self, run: ClusterRun, rc: dict[str, Any],
+                          token: str | None) -> tuple[str, PodNet, dict[str, Any]] | None:
+        """The head Service and pod, its Ray started (not yet ready); None if it could not start."""
         name = rc["metadata"]["name"]
         service_name = f"{name}-head-svc"
         cluster_ip = f"10.96.{secrets.randbelow(250) + 1}.{secrets.randbelow(250) + 1}"
@@ -418,13 +470,9 @@ class Operator:
                                                    "serviceName": service_name},
                                              endpoints={n: str(p) for n, p in HEAD_PORTS}))
         params = {"dashboard-host": "0.0.0.0", **(group.get("rayStartParams") or {})}
-        started = self._ray_start(run, pod_name, net, ["--head"], params, group, token,
-                                  lambda: self._head_ready(net.ip, token))
-        if not started:
+        if not self._ray_start(run, pod_name, net, ["--head"], params, group, token):
             return None
-        self._status(run, lambda s: (s.update(state="ready"), self._condition(
-            s, "HeadPodReady", "True", "HeadPodRunningAndReady", "")))
-        return net.ip
+        return pod_name, net, group
 
     def _worker(self, run: ClusterRun, rc: dict[str, Any], group_name: str, group: dict[str, Any], head_ip: str,
                 token: str | None) -> bool:
@@ -433,8 +481,9 @@ class Operator:
                                   f"{name}-{group_name}-worker-{secrets.token_hex(3)[:5]}", token)
         if net is None:
             return False
-        return self._ray_start(run, pod_name, net, [f"--address={head_ip}:6379"], group.get("rayStartParams") or {},
-                               group, token, lambda: self._worker_ready(head_ip, net.ip, token))
+        started = self._ray_start(run, pod_name, net, [f"--address={head_ip}:6379"], group.get("rayStartParams") or {},
+                                  group, token)
+        return started and self._until_ready(run, pod_name, group, lambda: self._worker_ready(head_ip, net.ip, token))
 
     def _pod(self, run: ClusterRun, rc: dict[str, Any], group: dict[str, Any], node_type: str, group_name: str,
              pod_name: str, token: str | None) -> tuple[str, PodNet | None]:
@@ -484,7 +533,9 @@ class Operator:
                 return
 
     def _ray_start(self, run: ClusterRun, pod_name: str, net: PodNet, role: list[str], params: dict[str, str],
-                   group: dict[str, Any], token: str | None, ready: Callable[[], bool]) -> bool:
+                   group: dict[str, Any], token: str | None) -> bool:
+        """``ray start`` in the pod's namespace; the pod Running, or its
+        container waiting in CrashLoopBackOff with Ray's last line."""
         resources = _resources(group)
         flags = [f"--{k}={v}" for k, v in params.items() if k != "block"]
         for key, value in resources.items():
@@ -507,11 +558,16 @@ class Operator:
                 "reason": "CrashLoopBackOff", "message": lines[-1] if lines else "ray start failed"}}, "Running")
             return False
         self._container_state(run, pod_name, containers, {"running": {"startedAt": now()}}, "Running")
+        return True
+
+    def _until_ready(self, run: ClusterRun, pod_name: str, group: dict[str, Any], ready: Callable[[], bool]) -> bool:
+        """Wait for the pod's readiness check to pass, then mark it Ready."""
         deadline = time.monotonic() + START_TIMEOUT_S
         while not ready():
             if run.stopped.wait(0.5) or time.monotonic() > deadline:
                 return False
-        self._container_state(run, pod_name, containers, {"running": {"startedAt": now()}}, "Running", ready=True)
+        self._container_state(run, pod_name, group["template"]["spec"]["containers"],
+                              {"running": {"startedAt": now()}}, "Running", ready=True)
         return True
 
     def _container_state(self, run: ClusterRun, pod_name: str, containers: list[dict[str, Any]], state: dict[str, Any],
