@@ -10,6 +10,7 @@ import re
 import signal
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -169,6 +170,28 @@ def test_label_and_field_selectors_filter(kube: KubeStandin, tmp_path: Path) -> 
     unsupported = kube.kubectl("get", "secrets", "--field-selector", "spec.bogus=1")
     assert unsupported.returncode == 1 and "field label not supported: spec.bogus" in unsupported.stderr
     kube.kubectl("delete", "secret", "sel-a", "sel-b", "sel-c")
+
+
+def test_watch_streams_changes_as_they_happen(kube: KubeStandin) -> None:
+    watcher = subprocess.Popen(["kubectl", "get", "secrets", "--watch-only", "-o", "name"], env=kube.env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # Ends the read below if no line ever comes.
+    deadline = threading.Timer(30, watcher.kill)
+    deadline.start()
+    try:
+        wait_for(lambda: any("watch=true" in p and "/secrets" in p for _, p in kube.state.requests), 30,
+                 "kubectl to start watching")
+        created = kube.kubectl("create", "secret", "generic", "watched", "--from-literal=k=v")
+        assert created.returncode == 0, created.stderr
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().strip() == "secret/watched"
+        assert watcher.poll() is None
+    finally:
+        deadline.cancel()
+        if watcher.poll() is None:
+            os.kill(watcher.pid, signal.SIGTERM)
+        watcher.wait(timeout=10)
+        kube.kubectl("delete", "secret", "watched")
 
 
 def test_unknown_namespace_is_not_found_until_it_exists(kube: KubeStandin, tmp_path: Path) -> None:
