@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import json
 import math
 import os
 import re
@@ -595,8 +596,6 @@ class Operator:
                 and self._get(f"http://{ip}:{AGENT_PORT}/api/local_raylet_healthz", token) is not None)
 
     def _worker_ready(self, head_ip: str, ip: str, token: str | None) -> bool:
-        import json
-
         body = self._get(f"http://{head_ip}:8265/nodes?view=summary", token)
         if body is None:
             return False
