@@ -6,7 +6,10 @@ test session, reached by real kubectl through a kubeconfig of its own.
         kube.objects("rayclusters")                             # what the server stores, for assertions
 
 ``kube.env`` is the environment to run kubectl (or rlkit) with: KUBECONFIG
-and a discovery cache of the session's own. Import it from
+and a discovery cache of the session's own. Every kubectl from 1.27 to 1.33
+works against it (the dispatcher picks 1.31 for the server's v1.31.4).
+Root is needed: each pod is a network namespace. Images the operator can
+"pull" are rayproject/ray[-ml] and rlkit-test/ray (tests/kube/operator.py). Import it from
 tests/conftest.py, or from a test module, with
 ``from tests.kube.fixture import kube``.
 """
