@@ -7,7 +7,7 @@ import time
 from rlkit.clusters import dashboard
 
 
-def check_takes_jobs(dashboard_url: str, token: str | None, timeout: float) -> str:
+def check_takes_jobs(dashboard_url: str, token: str | None, timeout: float, header: str | None = None) -> str:
     """Return the Ray version if the cluster can take jobs, else raise
     ``DashboardError``. The dashboard alone is not enough: it keeps
     answering for a minute after the GCS died, and without the GCS no job
@@ -18,9 +18,9 @@ def check_takes_jobs(dashboard_url: str, token: str | None, timeout: float) -> s
     def left() -> float:
         return max(0.05, deadline - time.monotonic())
 
-    version = str(dashboard.get_json(dashboard_url, "/api/version", token, left())["ray_version"])
+    version = str(dashboard.get_json(dashboard_url, "/api/version", token, left(), header)["ray_version"])
     try:
-        dashboard.get(dashboard_url, "/api/gcs_healthz", token, left())
+        dashboard.get(dashboard_url, "/api/gcs_healthz", token, left(), header)
     except dashboard.DashboardError as err:
         if err.state != dashboard.UNREACHABLE:
             raise

@@ -75,6 +75,13 @@ class Cluster:
         assert self.entry is not None
         return tied_token(self.entry.token)
 
+    @property
+    def auth_header(self) -> str | None:
+        """The header its token travels in (None: Authorization)."""
+        if self.record and (self.entry is None or self.owns_entry):
+            return self.record.auth_header
+        return None
+
     def describe_token(self) -> str:
         """Which token went, for a message about a refused one."""
         source = self.token.describe()
@@ -105,11 +112,21 @@ def _with_tunnels(records: list[ClusterRecord]) -> tuple[list[ClusterRecord], di
     """The records, with the SSH tunnels of those whose tunnel is gone
     opened again (all at once), and why, per name, one could not be."""
     gone = [r for r in records if r.tunnel is not None and r.state == "up" and not tunnel.is_open(r)]
-    outcomes = run_parallel(tunnel.ensure, gone, timeout=tunnel.LOCK_TIMEOUT_S)
+    outcomes = run_parallel(_reopen, gone, timeout=tunnel.LOCK_TIMEOUT_S)
     reopened = {r.name: o.value for r, o in zip(gone, outcomes) if o.value is not None}
     errors = {r.name: str(o.error or "no answer in time").removeprefix(f"{r.name}: ")
               for r, o in zip(gone, outcomes) if o.value is None}
     return [reopened.get(r.name, r) for r in records], errors
+
+
+def _reopen(record: ClusterRecord) -> ClusterRecord:
+    """The way to the dashboard opened again, as the record's provider opens it."""
+    if record.provider == "kuberay":
+        # Imported here: the provider itself registers clusters through this module.
+        from rlkit.clusters import kuberay
+
+        return kuberay.reconnect(record)
+    return tunnel.ensure(record)
 
 
 def get_cluster(name: str) -> Cluster:
