@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from rlkit.clusters import dashboard, local, procs
+from rlkit.clusters import dashboard, launching, local, procs
 from rlkit.clusters.records import ClusterRecord, list_records, load_record
 from rlkit.errors import WorkFailedError
 from tests.cli_helpers import RLKIT, launched_local_clusters, one_error_line, run_rlkit
@@ -365,7 +365,7 @@ def test_a_launch_that_fails_half_way_leaves_nothing_behind(lab: Lab) -> None:
     # GCS and raylet are already running.
     spec = local.LocalSpec("halfway", cpus=1)
     with pytest.raises(WorkFailedError, match="halfway: `ray start` did not finish in time"):
-        local.launch(spec, timeout_s=3.0)
+        launching.launch(local.provider, spec, timeout_s=3.0)
     assert load_record("halfway") is None
     assert not (Path(lab.env["RLKIT_HOME"]) / "tokens" / "halfway.token").exists()
     assert "halfway" not in Path(lab.env["RLKIT_RAY_ADDRESS_FILE"]).read_text()

@@ -47,7 +47,7 @@ def main() -> None:
 
 
 def run(work: Path, repeats: int, max_clusters: int) -> dict[str, object]:
-    from rlkit.clusters import local
+    from rlkit.clusters import launching, local
     from rlkit.clusters.records import list_records
     from rlkit.jobs import JobSpec, submit
     from rlkit.jobs.client import quiet_client_logs
@@ -56,7 +56,7 @@ def run(work: Path, repeats: int, max_clusters: int) -> dict[str, object]:
     specs = local.specs_for("bench", max_clusters, cpus=1)
     try:
         started = time.monotonic()
-        outcomes = local.launch_many(specs)
+        outcomes = launching.launch_many(local.provider, specs, timeout_s=local.START_TIMEOUT_S)
         failed = [str(o.error) for o in outcomes if o.error is not None]
         if failed:
             raise SystemExit(f"launch failed: {failed}")

@@ -5,7 +5,6 @@ One subcommand per provider (``local`` here; ``onprem`` and ``kuberay`` join the
 
 from __future__ import annotations
 
-import shlex
 from typing import TYPE_CHECKING
 
 import typer
@@ -13,7 +12,8 @@ import typer
 from rlkit.cli import options, output, results
 
 if TYPE_CHECKING:
-    from rlkit.clusters.local import LaunchOutcome, LocalSpec
+    from rlkit.clusters.launching import LaunchOutcome
+    from rlkit.clusters.local import LocalSpec
     from rlkit.clusters.parallel import Outcome
 
 launch_app = typer.Typer(
@@ -49,10 +49,11 @@ def local(
 
         rlkit launch local --name lab --num-clusters 2 --dry-run
     """
+    from rlkit.clusters import launching
     from rlkit.clusters import local as provider
 
     specs = provider.specs_for(name, num_clusters, cpus, gpus, host, token_auth=not no_token)
-    provider.check_names(specs)
+    launching.check_names(provider.provider, specs)
     for spec in specs:
         if warning := spec.exposure_warning():
             results.warn(warning)
@@ -72,8 +73,8 @@ def local(
 def _dry_run(specs: list[LocalSpec], as_json: bool) -> int:
     from rlkit.clusters import local as provider
 
-    plans = [provider.plan(spec) for spec in specs]
     if as_json:
+        plans = [provider.ray_start_plan(spec) for spec in specs]
         output.print_json([
             {"name": p.spec.name, "dashboard_url": p.dashboard_url, "ports": p.ports, "temp_dir": p.temp_dir,
              "command": p.command, "env": p.env, "token_auth": p.spec.token_auth}
@@ -81,17 +82,17 @@ def _dry_run(specs: list[LocalSpec], as_json: bool) -> int:
         ])
         return 0
     output.console.print("[bold]Dry run[/]: nothing is started. Ports are chosen again at launch.")
-    for p in plans:
-        output.console.print(f"\n[bold]{p.spec.name}[/]: dashboard {p.dashboard_url}, "
-                             f"token auth {'on' if p.spec.token_auth else 'OFF'}")
-        env = " ".join(f"{k}={v}" for k, v in p.env.items())
-        output.console.print(f"  {env} {shlex.join(p.command)}", markup=False, highlight=False, soft_wrap=True)
+    for spec in specs:
+        output.console.print()
+        for line in provider.provider.plan(spec):
+            output.console.print(line, markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
 def _launch_with_progress(specs: list[LocalSpec]) -> list[Outcome[LaunchOutcome]]:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from rlkit.clusters import launching
     from rlkit.clusters import local as provider
 
     columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.fields[stage]}"),
@@ -102,7 +103,7 @@ def _launch_with_progress(specs: list[LocalSpec]) -> list[Outcome[LaunchOutcome]
         def on_stage(name: str, stage: str) -> None:
             progress.update(tasks[name], stage=stage)
 
-        return provider.launch_many(specs, on_stage)
+        return launching.launch_many(provider.provider, specs, on_stage, timeout_s=provider.START_TIMEOUT_S)
 
 
 def _report(specs: list[LocalSpec], outcomes: list[Outcome[LaunchOutcome]]) -> None:

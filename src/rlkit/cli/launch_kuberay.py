@@ -10,7 +10,8 @@ import typer
 from rlkit.cli import options, output, results
 
 if TYPE_CHECKING:
-    from rlkit.clusters.kuberay import KubeRaySpec, LaunchOutcome
+    from rlkit.clusters.kuberay import KubeRaySpec
+    from rlkit.clusters.launching import LaunchOutcome
     from rlkit.clusters.parallel import Outcome
 
 
@@ -49,6 +50,7 @@ def kuberay(
         rlkit launch kuberay --name lab --num-clusters 2 --dry-run
     """
     from rlkit.clusters import kuberay as provider
+    from rlkit.clusters import launching
     from rlkit.errors import BadInputError
 
     chosen: dict[str, object] = {
@@ -64,8 +66,8 @@ def kuberay(
         chosen["template"] = config
     specs = provider.specs_for(name, num_clusters, **chosen)
     if dry_run:
-        return _dry_run(provider.plan(specs), as_json)
-    provider.check_names(specs)
+        return _dry_run([provider.dry_run_manifest(s) for s in specs], as_json)
+    launching.check_names(provider.provider, specs)
     outcomes = _launch_with_progress(specs, timeout)
     for spec, outcome in zip(specs, outcomes):
         if outcome.value is None:
@@ -100,7 +102,7 @@ def _dry_run(manifests: list[dict[str, object]], as_json: bool) -> int:
 def _launch_with_progress(specs: list[KubeRaySpec], timeout: float) -> list[Outcome[LaunchOutcome]]:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from rlkit.clusters import kuberay as provider
+    from rlkit.clusters import kuberay, launching
 
     columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.fields[stage]}"),
                TimeElapsedColumn())
@@ -110,7 +112,7 @@ def _launch_with_progress(specs: list[KubeRaySpec], timeout: float) -> list[Outc
         def on_stage(name: str, stage: str) -> None:
             progress.update(tasks[name], stage=stage)
 
-        return provider.launch_many(specs, on_stage, timeout)
+        return launching.launch_many(kuberay.provider, specs, on_stage, timeout_s=timeout)
 
 
 def register(launch_app: typer.Typer) -> None:

@@ -9,8 +9,6 @@ import typer
 from rlkit.cli import options, output, results
 from rlkit.clusters.onprem import DEFAULT_TEMPLATE
 
-_MARKER_AT_LAUNCH = "<made at launch>"
-
 
 def onprem(
     head: str = typer.Option(..., "--head", help="Host (IP or name) that runs the Ray head."),
@@ -50,14 +48,11 @@ def onprem(
         template=config,
     )
     if dry_run:
-        rendered = provider.render_onprem_config(spec, _MARKER_AT_LAUNCH)
         if as_json:
-            output.print_json(rendered)
+            output.print_json(provider.render_onprem_config(spec, provider.MARKER_AT_LAUNCH))
         else:
-            import yaml
-
             output.note("Dry run: nothing is started. The config rlkit would run:")
-            output.console.print(yaml.safe_dump(rendered, sort_keys=False), markup=False, highlight=False)
+            output.console.print("\n".join(provider.provider.plan(spec)), markup=False, highlight=False)
         return 0
 
     with output.err_console.status(f"{name}: starting") as status:

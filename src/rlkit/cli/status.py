@@ -13,7 +13,8 @@ from rlkit.errors import BadInputError
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from rlkit.clusters.status import ClusterStatus, StatusReport
+    from rlkit.clusters.status import ClusterStatus
+    from rlkit.views.status import StatusReport
 
 _STATE_STYLE = {"UP": "green", "STARTING": "yellow", "STOPPED": "yellow"}
 _SWEEP_STYLE = {"running": "cyan", "finished": "green", "interrupted": "yellow", "unknown": "dim"}
@@ -43,7 +44,7 @@ def status(
 
         rlkit status --all-jobs
     """
-    from rlkit.clusters.status import collect_status
+    from rlkit.views.status import collect_status
 
     if watch and as_json:
         raise BadInputError("--watch and --json do not go together", "run `rlkit status --json` in a loop instead")
@@ -184,7 +185,7 @@ def _exit_code(statuses: list[ClusterStatus]) -> int:
 def _watch(names: list[str] | None, interval: float, timeout: float, all_jobs: bool) -> int:
     from rich.live import Live
 
-    from rlkit.clusters.status import collect_status
+    from rlkit.views.status import collect_status
 
     with Live(console=output.console, auto_refresh=False) as live:
         try:

@@ -32,8 +32,8 @@ def teardown(
 
         rlkit teardown --all -y
     """
-    from rlkit.clusters.teardown import plan_teardown
-    from rlkit.clusters.teardown import teardown as run_teardown
+    from rlkit.views.teardown import plan_teardown
+    from rlkit.views.teardown import teardown as run_teardown
 
     items = plan_teardown(names or None, everything, force)
     if not items:

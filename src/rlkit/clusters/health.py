@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
-from rlkit.clusters import dashboard
+from rlkit.clusters import auth, dashboard
+from rlkit.clusters.records import ClusterRecord
+from rlkit.errors import BadInputError
 
 
 def check_takes_jobs(dashboard_url: str, token: str | None, timeout: float, header: str | None = None) -> str:
@@ -28,3 +30,12 @@ def check_takes_jobs(dashboard_url: str, token: str | None, timeout: float, head
             dashboard.UNREACHABLE, f"the dashboard answers but the cluster's GCS does not ({err}): no job can start"
         ) from None
     return version
+
+
+def record_takes_jobs(record: ClusterRecord, timeout: float) -> bool:
+    """Whether the cluster rlkit launched as ``record`` can take jobs, with its own token."""
+    try:
+        check_takes_jobs(record.dashboard_url, auth.token_source(record.token_path).read(), timeout, record.auth_header)
+    except (dashboard.DashboardError, BadInputError, KeyError, TypeError):
+        return False
+    return True

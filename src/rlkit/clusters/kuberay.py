@@ -25,9 +25,7 @@ import re
 import secrets
 import shutil
 import subprocess
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib import metadata, resources
 from pathlib import Path
@@ -36,14 +34,13 @@ from typing import Any
 import yaml
 
 from rlkit import paths
-from rlkit.clusters import auth, dashboard, health, locks, procs, registry, tunnel
-from rlkit.clusters.parallel import Outcome, run_parallel
-from rlkit.clusters.providers import StopResult
+from rlkit.clusters import auth, dashboard, health, procs, tunnel
+from rlkit.clusters.provider import REMOTE_RUNS_BASE, Progress, StopResult
 from rlkit.clusters.records import ClusterRecord, check_name, delete_record, save_record
 from rlkit.errors import BadInputError, RlkitError, WorkFailedError
 from rlkit.files import atomic_write
 
-PROVIDER = "kuberay"
+NAME = "kuberay"
 DEFAULT_TEMPLATE = Path(str(resources.files("rlkit") / "cluster_configs" / "kuberay.yaml"))
 # KubeRay refuses longer RayCluster names (it derives the services' names from them).
 MAX_NAME = 53
@@ -57,63 +54,18 @@ AUTH_HEADER = "X-Ray-Authorization"
 TOKEN_KEY = "auth_token"
 START_TIMEOUT_S = 600.0
 REQUEST_TIMEOUT_S = 10.0
-LOCK_TIMEOUT_S = 120.0
+PROXY_TIMEOUT_S = 10.0
+LAUNCH_AT_LAUNCH = "made-at-launch"
 CRD_HINT = ("install the KubeRay operator 1.5.1 or later: helm repo add kuberay https://ray-project.github.io/kuberay-helm/"
             " && helm install kuberay-operator kuberay/kuberay-operator --version 1.5.1")
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _SERVING = re.compile(r"Starting to serve on 127\.0\.0\.1:(\d+)")
 _PULL_FAILURES = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName")
 
-Progress = Callable[[str, str], None]
-
 
 def default_image() -> str:
     """Ray's own image of the Ray version installed here."""
     return f"rayproject/ray:{metadata.version('ray')}"
-
-
-@dataclass(frozen=True)
-class KubeRaySpec:
-    """One RayCluster to start. ``context``/``namespace`` None take the
-    kubeconfig's current ones."""
-
-    name: str
-    context: str | None = None
-    namespace: str | None = None
-    image: str = field(default_factory=default_image)
-    workers: int = 1
-    worker_cpus: float = 1.0
-    worker_gpus: int = 0
-    worker_memory: str = "2Gi"
-    head_cpus: float = 1.0
-    head_memory: str = "2Gi"
-    template: Path = DEFAULT_TEMPLATE
-    keep_on_failure: bool = False
-
-
-def check_kube_name(name: str) -> str:
-    """``name`` if it can name a RayCluster (and an rlkit cluster), else raise."""
-    check_name(name)
-    if len(name) > MAX_NAME or not _K8S_NAME.match(name):
-        raise BadInputError(
-            f"{name!r} cannot name a RayCluster",
-            f"use at most {MAX_NAME} lowercase letters, digits and '-', starting with a letter",
-        )
-    return name
-
-
-def specs_for(name: str, count: int = 1, **options: Any) -> list[KubeRaySpec]:
-    """``count`` specs: NAME alone, or NAME-1 ... NAME-count, all checked."""
-    if count < 1:
-        raise BadInputError(f"--num-clusters must be at least 1, not {count}")
-    names = [name] if count == 1 else [f"{name}-{i}" for i in range(1, count + 1)]
-    specs = [KubeRaySpec(check_kube_name(n), **options) for n in names]
-    spec = specs[0]
-    if spec.workers < 0 or spec.worker_gpus < 0:
-        raise BadInputError("--workers and --worker-gpus must be 0 or more")
-    if spec.worker_cpus <= 0 or spec.head_cpus <= 0:
-        raise BadInputError("--worker-cpus and --head-cpus must be above 0")
-    return specs
 
 
 # ------------------------------------------------------------------ kubectl
@@ -226,6 +178,55 @@ def kube_of(record: ClusterRecord) -> Kube:
     return Kube(record.kube["context"], record.kube["namespace"], record.kube.get("kubeconfig", ""))
 
 
+@dataclass(frozen=True)
+class KubeRaySpec:
+    """One RayCluster to start, and where."""
+
+    name: str
+    kube: Kube
+    image: str = field(default_factory=default_image)
+    workers: int = 1
+    worker_cpus: float = 1.0
+    worker_gpus: int = 0
+    worker_memory: str = "2Gi"
+    head_cpus: float = 1.0
+    head_memory: str = "2Gi"
+    template: Path = DEFAULT_TEMPLATE
+    keep_on_failure: bool = False
+
+
+def check_kube_name(name: str) -> str:
+    """``name`` if it can name a RayCluster (and an rlkit cluster), else raise."""
+    check_name(name)
+    if len(name) > MAX_NAME or not _K8S_NAME.match(name):
+        raise BadInputError(
+            f"{name!r} cannot name a RayCluster",
+            f"use at most {MAX_NAME} lowercase letters, digits and '-', starting with a letter",
+        )
+    return name
+
+
+def specs_for(name: str, count: int = 1, context: str | None = None, namespace: str | None = None,
+              **options: Any) -> list[KubeRaySpec]:
+    """``count`` specs: NAME alone, or NAME-1 ... NAME-count, in ``context``
+    and ``namespace`` (None: the kubeconfig's), all checked and rendered
+    once, so that bad input fails before anything is sent."""
+    if count < 1:
+        raise BadInputError(f"--num-clusters must be at least 1, not {count}")
+    names = [name] if count == 1 else [f"{name}-{i}" for i in range(1, count + 1)]
+    for n in names:
+        check_kube_name(n)
+    if options.get("workers", 0) < 0 or options.get("worker_gpus", 0) < 0:
+        raise BadInputError("--workers and --worker-gpus must be 0 or more")
+    if options.get("worker_cpus", 1.0) <= 0 or options.get("head_cpus", 1.0) <= 0:
+        raise BadInputError("--worker-cpus and --head-cpus must be above 0")
+    kube = resolve_kube(context, namespace)
+    specs = [KubeRaySpec(n, kube, **options) for n in names]
+    for spec in specs:
+        render(spec, LAUNCH_AT_LAUNCH)
+    return specs
+
+
 # ------------------------------------------------------------------ render
 
 
@@ -255,8 +256,9 @@ def _quantity(value: float) -> str:
     return f"{value:g}"
 
 
-def render(spec: KubeRaySpec, kube: Kube, launch_id: str) -> dict[str, Any]:
+def render(spec: KubeRaySpec, launch_id: str) -> dict[str, Any]:
     """The RayCluster manifest that launching ``spec`` applies."""
+    kube = spec.kube
     manifest = load_template(spec.template)
     values: dict[str, Any] = {
         "name": spec.name, "namespace": kube.namespace, "image": spec.image, "ray_version": metadata.version("ray"),
@@ -310,89 +312,23 @@ def desired_pods(manifest: dict[str, Any]) -> int:
     return 1 + sum(int(g.get("replicas") or 0) for g in manifest["spec"].get("workerGroupSpecs") or [])
 
 
-def plan(specs: list[KubeRaySpec]) -> list[dict[str, Any]]:
-    """The manifests ``--dry-run`` prints (the launch id is made at launch;
-    the token is the operator's and appears in none)."""
-    if not specs:
-        return []
-    kube = resolve_kube(specs[0].context, specs[0].namespace)
-    return [render(spec, kube, "made-at-launch") for spec in specs]
+def dry_run_manifest(spec: KubeRaySpec) -> dict[str, Any]:
+    """The manifest ``--dry-run`` prints (the launch id is made at launch;
+    the token is the operator's and appears in no manifest)."""
+    return render(spec, LAUNCH_AT_LAUNCH)
 
 
 # ------------------------------------------------------------------ launch
 
 
-@dataclass
-class LaunchOutcome:
-    record: ClusterRecord
-    already_up: bool = False
-
-
-def check_names(specs: list[KubeRaySpec]) -> None:
-    """Raise ``BadInputError`` if a name belongs to another provider's or a hand-written cluster."""
-    for spec in specs:
-        registry.claim_name(spec.name, PROVIDER)
-
-
-def launch_many(specs: list[KubeRaySpec], progress: Progress | None = None,
-                timeout_s: float = START_TIMEOUT_S) -> list[Outcome[LaunchOutcome]]:
-    """Launch all specs at once, registered in the order given."""
-    report = progress or (lambda _name, _stage: None)
-    kube = resolve_kube(specs[0].context, specs[0].namespace)
-    for spec in specs:
-        render(spec, kube, "check")  # bad templates fail before anything is sent
-    registered = [threading.Event() for _ in specs]
-
-    def one(index: int) -> LaunchOutcome:
-        try:
-            wait_turn = registered[index - 1].wait if index else None
-            return _launch(specs[index], kube, report, timeout_s, wait_turn)
-        finally:
-            registered[index].set()
-
-    return run_parallel(one, list(range(len(specs))))
-
-
-def _launch(spec: KubeRaySpec, kube: Kube, report: Progress, timeout_s: float,
-            wait_turn: Callable[[], object] | None) -> LaunchOutcome:
-    deadline = time.monotonic() + timeout_s
-    with locks.cluster_lock(spec.name, LOCK_TIMEOUT_S):
-        previous = registry.claim_name(spec.name, PROVIDER)
-        if previous and previous.state == "up":
-            previous = _reconnected(previous)
-            if is_up(previous):
-                report(spec.name, "already up")
-                return LaunchOutcome(previous, already_up=True)
-        if previous:
-            report(spec.name, "clearing the stopped cluster")
-            stop(previous)
-        record = start(spec, kube, report, deadline)
-        try:
-            if wait_turn:
-                report(spec.name, "registering")
-                wait_turn()
-            registry.register(record, replaces=previous.address if previous else None)
-        except BaseException:
-            discard(record)
-            raise
-        report(spec.name, "up")
-        return LaunchOutcome(record)
-
-
-def _reconnected(record: ClusterRecord) -> ClusterRecord:
-    try:
-        return reconnect(record) or record
-    except RlkitError:
-        return record
-
-
-def start(spec: KubeRaySpec, kube: Kube, report: Progress, deadline: float) -> ClusterRecord:
+def _start(spec: KubeRaySpec, report: Progress, deadline: float) -> ClusterRecord:
     """Apply the RayCluster and wait until Ray takes jobs; on failure delete
     what was made (kept with ``keep_on_failure``, and its record with it)."""
     launch_id = secrets.token_hex(6)
-    manifest = render(spec, kube, launch_id)
+    kube = spec.kube
+    manifest = render(spec, launch_id)
     record = ClusterRecord(
-        name=spec.name, provider=PROVIDER, address="", dashboard_url="", state="starting",
+        name=spec.name, provider=NAME, address="", dashboard_url="", state="starting",
         kube={**kube.to_dict(), "launch": launch_id, "uid": ""}, auth_header=AUTH_HEADER,
         resources={"CPU": spec.head_cpus + spec.workers * spec.worker_cpus, "GPU": float(spec.workers * spec.worker_gpus)},
     )
@@ -410,8 +346,6 @@ def start(spec: KubeRaySpec, kube: Kube, report: Progress, deadline: float) -> C
         record.token_path = str(_save_token(record, kube))
         service = ((cluster.get("status") or {}).get("head") or {}).get("serviceName") or f"{spec.name}-head-svc"
         record.ports = {tunnel.TUNNEL_PORT: 0}
-        record.ssh = None
-        record.config_path = None
         record.kube = {**record.kube, "service": service}
         report(spec.name, "starting kubectl proxy")
         record = start_proxy(record, max(5.0, deadline - time.monotonic()))
@@ -423,7 +357,7 @@ def start(spec: KubeRaySpec, kube: Kube, report: Progress, deadline: float) -> C
             record.state = "failed"
             save_record(record)
         else:
-            discard(record)
+            _discard(record)
         raise
     record.state = "up"
     return record
@@ -531,7 +465,7 @@ def _wait_for_ray(record: ClusterRecord, expected: int, deadline: float) -> None
         time.sleep(1.0)
 
 
-def discard(record: ClusterRecord) -> None:
+def _discard(record: ClusterRecord) -> None:
     """Undo a launch that failed half-way."""
     try:
         stop(record)
@@ -578,20 +512,7 @@ def start_proxy(record: ClusterRecord, timeout_s: float) -> ClusterRecord:
     return replace(record, tunnel=ref, ports={**record.ports, tunnel.TUNNEL_PORT: port}, address=url, dashboard_url=url)
 
 
-def reconnect(record: ClusterRecord, timeout_s: float = 10.0) -> ClusterRecord:
-    """The record with its kubectl proxy running again if it was gone."""
-    return tunnel.ensure(record, timeout_s, start=start_proxy)
-
-
 # ------------------------------------------------------------------ health and status
-
-
-def is_up(record: ClusterRecord, timeout: float = 3.0) -> bool:
-    try:
-        health.check_takes_jobs(record.dashboard_url, auth.token_source(record.token_path).read(), timeout, AUTH_HEADER)
-    except (dashboard.DashboardError, BadInputError, KeyError, TypeError):
-        return False
-    return True
 
 
 @dataclass
@@ -679,3 +600,39 @@ def stop(record: ClusterRecord) -> StopResult:
     if record.token_path:
         Path(record.token_path).unlink(missing_ok=True)
     return StopResult(record.name, deleted, already_gone=not deleted, unit="RayClusters", note=note)
+
+
+class KubeRayProvider:
+    """RayClusters through the KubeRay operator (see the module's docstring)."""
+
+    name = NAME
+
+    def plan(self, spec: KubeRaySpec) -> list[str]:
+        return yaml.safe_dump(dry_run_manifest(spec), sort_keys=False).splitlines()
+
+    def start(self, spec: KubeRaySpec, report: Progress, deadline: float) -> ClusterRecord:
+        return _start(spec, report, deadline)
+
+    def discard(self, record: ClusterRecord) -> None:
+        _discard(record)
+
+    def is_up(self, record: ClusterRecord, timeout: float) -> bool:
+        return health.record_takes_jobs(record, timeout)
+
+    def describe_stop(self, record: ClusterRecord) -> list[str]:
+        return describe_stop(record)
+
+    def stop(self, record: ClusterRecord) -> StopResult:
+        return stop(record)
+
+    def reconnect(self, record: ClusterRecord) -> ClusterRecord | None:
+        if record.tunnel is None or tunnel.is_open(record):
+            return None
+        return tunnel.ensure(record, PROXY_TIMEOUT_S, start=start_proxy)
+
+    def runs_base(self, working_dir: Path) -> str:
+        # On the head pod, under the home of the user Ray runs as in the image.
+        return REMOTE_RUNS_BASE
+
+
+provider = KubeRayProvider()

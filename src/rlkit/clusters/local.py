@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlkit.clusters import auth, dashboard, health, locks, procs, registry
-from rlkit.clusters.parallel import Outcome, run_parallel
-from rlkit.clusters.providers import StopResult
+from rlkit.clusters import auth, dashboard, health, locks, procs
+from rlkit.clusters.provider import Progress, StopResult
 from rlkit.clusters.records import (
     ClusterRecord,
     ProcessRef,
@@ -35,7 +33,7 @@ from rlkit.clusters.records import (
 )
 from rlkit.errors import BadInputError, WorkFailedError
 
-PROVIDER = "local"
+NAME = "local"
 START_TIMEOUT_S = 180.0
 STOP_GRACE_S = 10.0
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -76,8 +74,6 @@ PORT_NAMES = (*_PORT_FLAGS, *_PORT_ENVS)
 # multi-node kind (others may join it), bound as Ray binds it.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
-Progress = Callable[[str, str], None]
-
 
 @dataclass(frozen=True)
 class LocalSpec:
@@ -115,14 +111,6 @@ class LocalPlan:
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.ports['dashboard']}"
-
-
-@dataclass
-class LaunchOutcome:
-    """``already_up`` is True when the name was up and nothing was started."""
-
-    record: ClusterRecord
-    already_up: bool = False
 
 
 def specs_for(
@@ -168,7 +156,7 @@ def _free_ports(count: int, taken: set[int]) -> list[int]:
     return ports
 
 
-def plan(spec: LocalSpec, temp_dir: str | None = None, taken: set[int] | None = None) -> LocalPlan:
+def ray_start_plan(spec: LocalSpec, temp_dir: str | None = None, taken: set[int] | None = None) -> LocalPlan:
     """Pick ports and build the ``ray start`` command for ``spec``."""
     ports = dict(zip(PORT_NAMES, _free_ports(len(PORT_NAMES), taken or set())))
     # /tmp rather than $TMPDIR: a long TMPDIR would push Ray's socket paths
@@ -207,65 +195,7 @@ def _start_env(plan_: LocalPlan, token_path: Path | None, marker: str) -> dict[s
     return env
 
 
-def launch(spec: LocalSpec, progress: Progress | None = None, timeout_s: float = START_TIMEOUT_S) -> LaunchOutcome:
-    """Start the local cluster ``spec.name`` and register it, or do nothing
-    if it is up already. Raises ``BadInputError`` when the name belongs to a
-    hand-written entry, ``WorkFailedError`` when Ray does not come up (and
-    then leaves nothing behind)."""
-    return _launch(spec, progress or (lambda _name, _stage: None), timeout_s, wait_turn=None)
-
-
-def launch_many(
-    specs: list[LocalSpec], progress: Progress | None = None, timeout_s: float = START_TIMEOUT_S
-) -> list[Outcome[LaunchOutcome]]:
-    """Launch all specs at once; each outcome holds the result or the error.
-    Entries are registered in the order given, so NAME-1 comes first in the
-    address file (and first for ``awk | head -n 1``)."""
-    report = progress or (lambda _name, _stage: None)
-    registered = [threading.Event() for _ in specs]
-
-    def one(index: int) -> LaunchOutcome:
-        try:
-            wait_turn = registered[index - 1].wait if index else None
-            return _launch(specs[index], report, timeout_s, wait_turn)
-        finally:
-            registered[index].set()
-
-    return run_parallel(one, list(range(len(specs))))
-
-
-def _launch(spec: LocalSpec, report: Progress, timeout_s: float, wait_turn: Callable[[], object] | None) -> LaunchOutcome:
-    with locks.cluster_lock(spec.name, timeout_s):
-        previous = registry.claim_name(spec.name, PROVIDER)
-        if previous and previous.state == "up" and is_up(previous):
-            report(spec.name, "already up")
-            return LaunchOutcome(previous, already_up=True)
-        if previous:
-            report(spec.name, "clearing the stopped cluster")
-            stop(previous)
-        record = _start(spec, report, timeout_s)
-        try:
-            if wait_turn:
-                report(spec.name, "registering")
-                wait_turn()
-            registry.register(record, replaces=previous.address if previous else None)
-        except BaseException:
-            # A cluster nobody can find by name is one nobody stops.
-            _discard(record)
-            raise
-        report(spec.name, "up")
-        return LaunchOutcome(record)
-
-
-def check_names(specs: list[LocalSpec]) -> None:
-    """Raise ``BadInputError`` if a name belongs to a cluster that is not a
-    local one of rlkit's (checked again under each name's lock at launch)."""
-    for spec in specs:
-        registry.claim_name(spec.name, PROVIDER)
-
-
-def _start(spec: LocalSpec, report: Progress, timeout_s: float) -> ClusterRecord:
-    deadline = time.monotonic() + timeout_s
+def _start(spec: LocalSpec, report: Progress, deadline: float) -> ClusterRecord:
     report(spec.name, "choosing ports")
     marker = procs.cluster_marker(spec.name) + uuid.uuid4().hex
     with ExitStack() as undo:
@@ -273,10 +203,10 @@ def _start(spec: LocalSpec, report: Progress, timeout_s: float) -> ClusterRecord
             taken = {p for r in list_records() for p in r.ports.values()}
             temp_dir = tempfile.mkdtemp(prefix=f"rlkit-{spec.name[:16]}-", dir="/tmp")
             undo.callback(shutil.rmtree, temp_dir, ignore_errors=True)
-            plan_ = plan(spec, temp_dir, taken)
+            plan_ = ray_start_plan(spec, temp_dir, taken)
             token_path = auth.create_token_file(spec.name) if spec.token_auth else None
             record = ClusterRecord(
-                name=spec.name, provider=PROVIDER, address=plan_.dashboard_url, dashboard_url=plan_.dashboard_url,
+                name=spec.name, provider=NAME, address=plan_.dashboard_url, dashboard_url=plan_.dashboard_url,
                 state="starting", token_path=str(token_path) if token_path else None, ports=plan_.ports,
                 resources={k: float(v) for k, v in (("CPU", spec.cpus), ("GPU", spec.gpus)) if v is not None},
                 temp_dir=temp_dir, process_marker=marker,
@@ -348,15 +278,6 @@ def _discard(record: ClusterRecord) -> None:
     delete_record(record.name)
 
 
-def is_up(record: ClusterRecord, timeout: float = 3.0) -> bool:
-    """Whether the cluster can take jobs (status's rule: UP)."""
-    try:
-        health.check_takes_jobs(record.dashboard_url, auth.token_source(record.token_path).read(), timeout)
-    except (dashboard.DashboardError, BadInputError, KeyError, TypeError):
-        return False
-    return True
-
-
 def running_processes(record: ClusterRecord) -> list[ProcessRef]:
     """The cluster's processes that run now: those that carry its name's
     marker (found even when its record is lost), those that carry the
@@ -406,3 +327,43 @@ def stop(record: ClusterRecord, grace_s: float = STOP_GRACE_S) -> StopResult:
     if token_path:
         Path(token_path).unlink(missing_ok=True)
     return StopResult(record.name, len(refs), already_gone=not refs)
+
+
+class LocalProvider:
+    """Ray heads on this machine (see the module's docstring)."""
+
+    name = NAME
+
+    def plan(self, spec: LocalSpec) -> list[str]:
+        plan_ = ray_start_plan(spec)
+        env = " ".join(f"{k}={v}" for k, v in plan_.env.items())
+        return [
+            f"{spec.name}: dashboard {plan_.dashboard_url}, token auth {'on' if spec.token_auth else 'OFF'}",
+            f"  {env} {shlex.join(plan_.command)}",
+        ]
+
+    def start(self, spec: LocalSpec, report: Progress, deadline: float) -> ClusterRecord:
+        return _start(spec, report, deadline)
+
+    def discard(self, record: ClusterRecord) -> None:
+        _discard(record)
+
+    def is_up(self, record: ClusterRecord, timeout: float) -> bool:
+        return health.record_takes_jobs(record, timeout)
+
+    def describe_stop(self, record: ClusterRecord) -> list[str]:
+        return describe_stop(record)
+
+    def stop(self, record: ClusterRecord) -> StopResult:
+        return stop(record)
+
+    def reconnect(self, record: ClusterRecord) -> ClusterRecord | None:
+        # The dashboard is reached directly: nothing to reopen.
+        return None
+
+    def runs_base(self, working_dir: Path) -> str:
+        # The cluster shares this machine: runs land in the project's runs/, as with `rlkit train`.
+        return str(working_dir / "runs")
+
+
+provider = LocalProvider()

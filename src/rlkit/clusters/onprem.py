@@ -6,7 +6,7 @@ rlkit drives the nodes itself, over SSH with host keys checked (see
 to change it, copies the user's private key to the head, and its autoscaler
 then logs in to the workers from there, unchecked too.
 
-``launch_onprem`` renders ``cluster_configs/onprem.yaml`` (the node
+``launch_onprem`` (through ``launching``, as every provider) renders ``cluster_configs/onprem.yaml`` (the node
 commands, in the cluster launcher's format) and runs them: the token goes to
 every node over SSH, then the head's commands, then the workers'. Every
 ``ray start`` runs with a clean, explicit environment (``{{ray_env}}``):
@@ -31,7 +31,6 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,15 +39,14 @@ import yaml
 
 from rlkit import paths
 from rlkit.files import atomic_write
-from rlkit.clusters import auth, dashboard, locks, registry, tunnel
-from rlkit.clusters.local import is_up
+from rlkit.clusters import auth, dashboard, health, launching, tunnel
 from rlkit.clusters.procs import INHERITED_ENV, MARKER_ENV
-from rlkit.clusters.providers import StopResult
-from rlkit.clusters.records import ClusterRecord, check_name, delete_record, save_record
+from rlkit.clusters.provider import REMOTE_RUNS_BASE, Progress, StopResult
+from rlkit.clusters.records import ClusterRecord, check_name, delete_record, load_record, save_record
 from rlkit.clusters.ssh import Notice, SshLogin, failure_line, in_ray_shell, trust_on_first_use
 from rlkit.errors import BadInputError, RlkitError, WorkFailedError
 
-PROVIDER = "onprem"
+NAME = "onprem"
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[3] / "cluster_configs" / "onprem.yaml"
 GCS_PORT = 6379
 DASHBOARD_PORT = 8265
@@ -59,8 +57,8 @@ _WORKER_COMMANDS = ("initialization_commands", "setup_commands", "worker_setup_c
 _REQUIRED = ("head_start_ray_commands", "worker_start_ray_commands")
 _DASHBOARD_HOST = re.compile(r"--dashboard-host[= ]\s*(\S+)")
 _LOOPBACK = ("127.0.0.1", "localhost")
-
-Progress = Callable[[str, str], None]
+# What a dry run shows for the marker, which each launch makes anew.
+MARKER_AT_LAUNCH = "<made at launch>"
 
 
 class SshKeyError(BadInputError):
@@ -91,7 +89,7 @@ class OnPremLaunch:
 
 
 def workdir_for(name: str) -> Path:
-    return paths.rlkit_home() / PROVIDER / check_name(name)
+    return paths.rlkit_home() / NAME / check_name(name)
 
 
 # ------------------------------------------------------------------ render
@@ -255,25 +253,46 @@ def launch_onprem(
     rlkit in within ``ssh_timeout_s``, and ``WorkFailedError`` when a node's
     commands fail or nodes do not join in time (after stopping what did start).
     """
-    report = progress or (lambda _name, _stage: None)
     # Rendered once before anything is made, to fail on bad input first.
-    config = render_onprem_config(spec, "")
-    with locks.cluster_lock(spec.name, LOCK_TIMEOUT_S):
-        previous = registry.claim_name(spec.name, PROVIDER)
-        if previous:
-            previous = _with_tunnel(previous, ssh_timeout_s)
-        if previous and is_up(previous):
-            report(spec.name, "already up")
-            return OnPremLaunch(previous, len(alive_nodes(previous)), already_up=True)
-        if previous:
-            report(spec.name, "clearing the stopped cluster")
-            stop(previous)
-            delete_record(spec.name)
+    render_onprem_config(spec, "")
+    provider_ = OnPremProvider(notice, ssh_timeout_s=ssh_timeout_s, up_timeout_s=up_timeout_s,
+                               join_timeout_s=join_timeout_s)
+    launched = launching.launch(provider_, spec, progress, timeout_s=up_timeout_s + join_timeout_s,
+                                lock_timeout_s=LOCK_TIMEOUT_S)
+    return OnPremLaunch(launched.record, len(alive_nodes(launched.record)), launched.already_up)
+
+
+class OnPremProvider:
+    """Ray on the user's machines over SSH, reached through an SSH tunnel.
+    ``notice`` gets the lines to show the user once (a new host's key
+    fingerprint); the timeouts bound one SSH login, one round of node
+    commands, and the wait for the nodes to join."""
+
+    name = NAME
+
+    def __init__(
+        self, notice: Notice | None = None, *, ssh_timeout_s: float = 10.0, up_timeout_s: float = 600.0,
+        join_timeout_s: float = 180.0,
+    ) -> None:
+        self.notice: Notice = notice or (lambda _line: None)
+        self.ssh_timeout_s = ssh_timeout_s
+        self.up_timeout_s = up_timeout_s
+        self.join_timeout_s = join_timeout_s
+
+    def plan(self, spec: OnPremSpec) -> list[str]:
+        rendered = render_onprem_config(spec, MARKER_AT_LAUNCH)
+        return yaml.safe_dump(rendered, sort_keys=False).splitlines()
+
+    def start(self, spec: OnPremSpec, report: Progress, deadline: float) -> ClusterRecord:
+        def left(limit: float) -> float:
+            return max(1.0, min(limit, deadline - time.monotonic()))
+
+        config = render_onprem_config(spec, "")
         head, workers = config["provider"]["head_ip"], config["provider"]["worker_ips"]
         login = SshLogin(spec.ssh_user, Path(config["auth"]["ssh_private_key"]))
         report(spec.name, "checking SSH host keys and logins")
-        trust_on_first_use([head, *workers], notice or (lambda _line: None), ssh_timeout_s)
-        login.check([head, *workers], ssh_timeout_s)
+        trust_on_first_use([head, *workers], self.notice, self.ssh_timeout_s)
+        login.check([head, *workers], self.ssh_timeout_s)
 
         workdir = paths.private_dir(workdir_for(spec.name))
         marker = f"{spec.name}-{secrets.token_hex(8)}"
@@ -281,10 +300,11 @@ def launch_onprem(
         config_path = workdir / "cluster.yaml"
         atomic_write(config_path, yaml.safe_dump(config, sort_keys=False), mode=0o600)
         # A relaunch keeps its local port, so that its address stays the same.
+        previous = load_record(spec.name)
         port = (previous.ports if previous else {}).get(tunnel.TUNNEL_PORT) or tunnel.free_port()
         record = ClusterRecord(
             name=spec.name,
-            provider=PROVIDER,
+            provider=NAME,
             address=tunnel.dashboard_url(port),
             dashboard_url=tunnel.dashboard_url(port),
             state="starting",
@@ -300,32 +320,45 @@ def launch_onprem(
         try:
             log = workdir / "launch.log"
             report(spec.name, "copying the token to the nodes")
-            _copy_token(login, record, [head, *workers], up_timeout_s)
+            _copy_token(login, record, [head, *workers], left(self.up_timeout_s))
             report(spec.name, f"starting the head (log: {log})")
-            _run_nodes(record, login, {head: _commands(config, _HEAD_COMMANDS)}, log, up_timeout_s)
-            record = tunnel.start(record, ssh_timeout_s)
+            _run_nodes(record, login, {head: _commands(config, _HEAD_COMMANDS)}, log, left(self.up_timeout_s))
+            record = tunnel.start(record, self.ssh_timeout_s)
             save_record(record)
             if workers:
                 report(spec.name, f"starting {len(workers)} workers")
-                _run_nodes(record, login, {w: _commands(config, _WORKER_COMMANDS) for w in workers}, log, up_timeout_s)
+                commands = {w: _commands(config, _WORKER_COMMANDS) for w in workers}
+                _run_nodes(record, login, commands, log, left(self.up_timeout_s))
             report(spec.name, f"waiting for {1 + len(workers)} nodes")
-            alive = wait_for_nodes(record, 1 + len(workers), timeout_s=join_timeout_s)
+            wait_for_nodes(record, 1 + len(workers), timeout_s=left(self.join_timeout_s))
         except BaseException:
             _discard(record)
             raise
         record.state = "up"
-        registry.register(record, replaces=previous.address if previous else None)
-        report(spec.name, "up")
-        return OnPremLaunch(record, alive)
-
-
-def _with_tunnel(record: ClusterRecord, timeout_s: float) -> ClusterRecord:
-    """``record`` with its tunnel opened again if it can be; as it is if not
-    (its head is down: the cluster is relaunched)."""
-    try:
-        return tunnel.ensure(record, timeout_s)
-    except RlkitError:
         return record
+
+    def discard(self, record: ClusterRecord) -> None:
+        _discard(record)
+
+    def is_up(self, record: ClusterRecord, timeout: float) -> bool:
+        return health.record_takes_jobs(record, timeout)
+
+    def describe_stop(self, record: ClusterRecord) -> list[str]:
+        return describe_stop(record)
+
+    def stop(self, record: ClusterRecord) -> StopResult:
+        return stop(record)
+
+    def reconnect(self, record: ClusterRecord) -> ClusterRecord | None:
+        if record.tunnel is None or tunnel.is_open(record):
+            return None
+        return tunnel.ensure(record)
+
+    def runs_base(self, working_dir: Path) -> str:
+        return REMOTE_RUNS_BASE
+
+
+provider = OnPremProvider()
 
 
 def _commands(config: dict[str, Any], fields: tuple[str, ...]) -> str:

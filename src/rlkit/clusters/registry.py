@@ -6,14 +6,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from rlkit import paths
-from rlkit.clusters import address_file, tunnel
+from rlkit.clusters import address_file
 from rlkit.clusters.address_file import AddressEntry
 from rlkit.clusters.auth import TokenSource, tied_token, token_source
 from rlkit.clusters.parallel import run_parallel
+from rlkit.clusters.provider import provider_for
 from rlkit.clusters.records import ClusterRecord, check_record_path, delete_record, list_records, load_record, save_record
 from rlkit.errors import BadInputError, UnknownClusterError
 
 MANUAL = "manual"
+# How long a lookup waits for the providers to reopen their ways to dashboards.
+RECONNECT_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,8 @@ class Cluster:
     name: str
     entry: AddressEntry | None
     record: ClusterRecord | None
-    # Why the SSH tunnel to its dashboard could not be opened again, when it could not.
-    tunnel_error: str | None = None
+    # Why the provider's way to its dashboard (an SSH tunnel, say) could not be opened again.
+    reconnect_error: str | None = None
 
     @property
     def provider(self) -> str:
@@ -99,34 +102,25 @@ class Cluster:
 def list_clusters() -> list[Cluster]:
     """Every cluster: address-file entries in file order, then records whose
     line is gone from the file."""
-    # Tunnels first: one reopened on another port rewrites its address line.
-    listed, tunnel_errors = _with_tunnels(list_records())
+    # Reconnected first: a tunnel reopened on another port rewrites its address line.
+    listed, errors = _reconnected(list_records())
     entries = address_file.read_entries()
     records = {r.name: _adopt(r, entries) for r in listed}
-    clusters = [Cluster(e.name, e, records.pop(e.name, None), tunnel_errors.get(e.name)) for e in entries]
-    clusters += [Cluster(r.name, None, r, tunnel_errors.get(r.name)) for r in records.values()]
+    clusters = [Cluster(e.name, e, records.pop(e.name, None), errors.get(e.name)) for e in entries]
+    clusters += [Cluster(r.name, None, r, errors.get(r.name)) for r in records.values()]
     return clusters
 
 
-def _with_tunnels(records: list[ClusterRecord]) -> tuple[list[ClusterRecord], dict[str, str]]:
-    """The records, with the SSH tunnels of those whose tunnel is gone
-    opened again (all at once), and why, per name, one could not be."""
-    gone = [r for r in records if r.tunnel is not None and r.state == "up" and not tunnel.is_open(r)]
-    outcomes = run_parallel(_reopen, gone, timeout=tunnel.LOCK_TIMEOUT_S)
-    reopened = {r.name: o.value for r, o in zip(gone, outcomes) if o.value is not None}
+def _reconnected(records: list[ClusterRecord]) -> tuple[list[ClusterRecord], dict[str, str]]:
+    """The records, each up one's way to its dashboard reopened by its
+    provider where it was gone (all at once), and why, per name, one could
+    not be."""
+    up = [r for r in records if r.state == "up"]
+    outcomes = run_parallel(lambda r: provider_for(r).reconnect(r), up, timeout=RECONNECT_TIMEOUT_S)
+    reopened = {r.name: o.value for r, o in zip(up, outcomes) if o.value is not None}
     errors = {r.name: str(o.error or "no answer in time").removeprefix(f"{r.name}: ")
-              for r, o in zip(gone, outcomes) if o.value is None}
+              for r, o in zip(up, outcomes) if o.value is None and (o.error or not o.finished)}
     return [reopened.get(r.name, r) for r in records], errors
-
-
-def _reopen(record: ClusterRecord) -> ClusterRecord:
-    """The way to the dashboard opened again, as the record's provider opens it."""
-    if record.provider == "kuberay":
-        # Imported here: the provider itself registers clusters through this module.
-        from rlkit.clusters import kuberay
-
-        return kuberay.reconnect(record)
-    return tunnel.ensure(record)
 
 
 def get_cluster(name: str) -> Cluster:

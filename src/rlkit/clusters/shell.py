@@ -65,7 +65,7 @@ def _loopback_env(cluster: Cluster) -> dict[str, str | None]:
     single-machine mode too; for another cluster, undo what an earlier
     `rlkit env` exported."""
     record = cluster.record
-    if record and record.provider == local.PROVIDER and record.gcs_address and local.on_loopback(record.gcs_address):
+    if record and record.provider == local.NAME and record.gcs_address and local.on_loopback(record.gcs_address):
         return dict(local.LOOPBACK_ENV)
     return {k: None for k, v in local.LOOPBACK_ENV.items() if os.environ.get(k) == v}
 

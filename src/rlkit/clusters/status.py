@@ -1,24 +1,19 @@
-"""What ``rlkit status`` shows: every cluster probed in parallel, briefly.
+"""The clusters section of ``rlkit status``: every cluster probed in parallel, briefly.
 
-``collect_status`` returns a ``StatusReport``; jobs and sweeps join it as
-further sections, each a list of records built the same way.
+``rlkit.views.status`` joins it with the jobs and sweeps sections.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from rlkit.clusters import dashboard, health
 from rlkit.clusters.parallel import run_parallel
-from rlkit.clusters.registry import Cluster, select_clusters
+from rlkit.clusters.registry import Cluster
 from rlkit.errors import BadInputError
-from rlkit.jobs.listing import JobRecord, list_jobs
-
-if TYPE_CHECKING:
-    from rlkit.sweep.records import SweepStatus
 
 UP = "UP"
 STARTING = "STARTING"
@@ -61,21 +56,6 @@ class ClusterStatus:
         return self.state == UP
 
 
-@dataclass
-class StatusReport:
-    """Everything ``rlkit status`` prints, section by section. ``job_errors``
-    names the clusters that are UP but did not list their jobs, and why."""
-
-    clusters: list[ClusterStatus] = field(default_factory=list)
-    jobs: list[JobRecord] = field(default_factory=list)
-    job_errors: dict[str, str] = field(default_factory=dict)
-    sweeps: list[SweepStatus] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"clusters": [asdict(c) for c in self.clusters], "jobs": [asdict(j) for j in self.jobs],
-                "job_errors": self.job_errors, "sweeps": [asdict(s) for s in self.sweeps]}
-
-
 def probe(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> ClusterStatus:
     """Ask one cluster's dashboard who it is and what it holds, within
     ``timeout`` seconds in all."""
@@ -91,8 +71,8 @@ def probe(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> ClusterStatus
         status.state = STOPPED
         status.detail = f"torn down with --keep-entry; `rlkit launch {cluster.provider} --name {cluster.name}` starts it again"
         return status
-    if cluster.tunnel_error:
-        status.detail = cluster.tunnel_error
+    if cluster.reconnect_error:
+        status.detail = cluster.reconnect_error
         return status
     if cluster.record and not cluster.dashboard_url:
         # A KubeRay launch has no address until its RayCluster is ready.
@@ -196,22 +176,3 @@ def _kube_view(cluster: Cluster, timeout: float) -> dict[str, Any]:
     assert cluster.record is not None
     view = kuberay.kube_view(cluster.record, timeout)
     return {**asdict(view), "summary": view.describe()}
-
-
-def collect_status(names: Iterable[str] | None = None, timeout: float = DEFAULT_TIMEOUT_S,
-                   all_jobs: bool = False) -> StatusReport:
-    """The status of the named clusters (all when ``names`` is None) and
-    the jobs of those that are up: rlkit's, or all with ``all_jobs``."""
-    clusters = select_clusters(names)
-    statuses = cluster_statuses(clusters, timeout)
-    up = [c for c, s in zip(clusters, statuses) if s.is_up]
-    jobs = list_jobs(up, all_jobs=all_jobs, timeout=timeout)
-    return StatusReport(clusters=statuses, jobs=jobs.jobs, job_errors=jobs.errors, sweeps=_sweeps(names, jobs.jobs))
-
-
-def _sweeps(names: Iterable[str] | None, jobs: list[JobRecord]) -> list[SweepStatus]:
-    """The sweeps rlkit knows of (on the named clusters only, when named);
-    read from their directories, and from their jobs where those are remote."""
-    from rlkit.sweep.records import sweep_statuses
-
-    return sweep_statuses(None if names is None else list(names), {j.id: j.status for j in jobs})

@@ -62,8 +62,8 @@ def check_reachable(cluster: Cluster, token: str | None, timeout: float) -> None
             f"{cluster.name}: stopped (torn down with --keep-entry)",
             f"`rlkit launch {cluster.provider} --name {cluster.name}` starts it again",
         )
-    if cluster.tunnel_error:
-        raise WorkFailedError(f"{cluster.name}: {cluster.tunnel_error}")
+    if cluster.reconnect_error:
+        raise WorkFailedError(f"{cluster.name}: {cluster.reconnect_error}")
     try:
         dashboard.get_json(cluster.dashboard_url, "/api/version", token, timeout, cluster.auth_header)
     except dashboard.DashboardError as err:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import rlkit
 from rlkit import paths
-from rlkit.clusters.local import PROVIDER as LOCAL
 from rlkit.clusters.parallel import run_parallel
+from rlkit.clusters.provider import REMOTE_RUNS_BASE, provider_for
 from rlkit.clusters.registry import Cluster, select_clusters
 from rlkit.errors import BadInputError
 from rlkit.jobs import listing, package
@@ -31,10 +31,6 @@ RUNS_DIR_ENV = "RLKIT_RUNS_DIR"
 # checkpoint to resume from, and leaves it that long before SIGKILL.
 STOP_ENV = {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "30"}
 DEFAULT_TIMEOUT_S = 60.0
-# Where runs land on a cluster that is not on this machine: the home of the
-# user Ray runs as, on the node that runs the job's driver (Ray expands
-# ${VAR} in a job's env vars there).
-REMOTE_RUNS_BASE = "${HOME}/rlkit-runs"
 
 
 @dataclass(frozen=True)
@@ -133,15 +129,15 @@ def _runs_base(runs_dir: str | None) -> str | None:
 
 
 def _runs_dir(job: Job, cluster: Cluster, submission_id: str, base: str | None, working_dir: Path) -> str:
-    """The run's parent directory on the cluster, one per job. A local
-    cluster shares this machine: runs land in the project's runs/, as with
-    ``rlkit train``; elsewhere under the Ray user's home."""
+    """The run's parent directory on the cluster, one per job: where the
+    cluster's provider puts runs (a hand-written entry's cluster is taken
+    to be elsewhere: under the Ray user's home)."""
     if job.config is not None and "runs_dir" in job.config.model_fields_set:
         return job.config.runs_dir
     if RUNS_DIR_ENV in job.spec.env:
         return job.spec.env[RUNS_DIR_ENV]
     if base is None:
-        base = str(working_dir / "runs") if cluster.provider == LOCAL else REMOTE_RUNS_BASE
+        base = provider_for(cluster.record).runs_base(working_dir) if cluster.record else REMOTE_RUNS_BASE
     return f"{base}/{submission_id}"
 
 

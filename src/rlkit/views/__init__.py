@@ -1,0 +1,2 @@
+"""Screens that join several areas (clusters with jobs and sweeps): above
+the areas they join, so that those import only what lies below them."""
