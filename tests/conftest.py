@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.kube.fixture import kube  # noqa: F401  (stand-in Kubernetes API server and KubeRay operator)
 from tests.testhosts_fixture import testhosts  # noqa: F401  (sshd test hosts in network namespaces)
 
 REPO = Path(__file__).resolve().parents[1]

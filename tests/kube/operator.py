@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import ipaddress
 import math
 import os
 import re
@@ -91,6 +90,14 @@ def quantity(value: Any) -> float:
     return float(match[1] + (match[2] or "")) * _SUFFIX[match[3]]
 
 
+def _bytes_quantity(value: float) -> str:
+    """Bytes as the API server prints a memory quantity ("3Gi", "1536Mi")."""
+    for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+        if value and value % _SUFFIX[suffix] == 0:
+            return f"{int(value // _SUFFIX[suffix])}{suffix}"
+    return f"{int(value)}"
+
+
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -98,13 +105,13 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def _pick_subnet() -> ipaddress.IPv4Network:
-    """A free /24, chosen as the SSH test hosts choose theirs."""
+def _testhosts() -> Any:
+    """scripts/testhosts.py, whose subnet choice and lock the pod network shares."""
     spec = importlib.util.spec_from_file_location("rlkit_testhosts", _TESTHOSTS)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.pick_subnet("auto")
+    return module
 
 
 @dataclass
@@ -140,16 +147,20 @@ class Network:
 
     def __init__(self) -> None:
         self.tag = secrets.token_hex(3)
-        self.subnet = _pick_subnet()
         self.bridge = f"rk8s{self.tag}"
-        hosts = list(self.subnet.hosts())
-        self.gateway = str(hosts[0])
-        self._free = [str(ip) for ip in hosts[9:]]
         self._lock = threading.Lock()
         self._count = 0
-        _run("ip", "link", "add", self.bridge, "type", "bridge")
-        _run("ip", "addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.bridge)
-        _run("ip", "link", "set", self.bridge, "up")
+        testhosts = _testhosts()
+        # Under the test hosts' lock: two sessions (or a session and the SSH
+        # test hosts) choosing at once would pick the same free subnet.
+        with testhosts.state_root_locked():
+            self.subnet = testhosts.pick_subnet("auto")
+            hosts = list(self.subnet.hosts())
+            self.gateway = str(hosts[0])
+            _run("ip", "link", "add", self.bridge, "type", "bridge")
+            _run("ip", "addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.bridge)
+            _run("ip", "link", "set", self.bridge, "up")
+        self._free = [str(ip) for ip in hosts[9:]]
 
     def add_pod(self) -> PodNet:
         with self._lock:
@@ -235,15 +246,18 @@ class Operator:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=30)
-        for run in list(self.runs.values()):
-            self._teardown(run)
+        stoppers = [threading.Thread(target=self._teardown, args=(run,)) for run in list(self.runs.values())]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
         if self.network:
             self.network.remove()
 
-    def pids(self) -> list[int]:
-        """Every process that runs in the operator's pods now."""
+    def pids(self, name: str | None = None) -> list[int]:
+        """The processes that run now in the pods of RayCluster ``name`` (of every one: None)."""
         with self._lock:
-            nets = [p for run in self.runs.values() for p in run.pods.values()]
+            nets = [p for run in self.runs.values() if name in (None, run.name) for p in run.pods.values()]
         return [pid for net in nets for pid in net.pids()]
 
     # -- the loop
@@ -260,15 +274,20 @@ class Operator:
                         self.runs[uid] = run
                     run.thread.start()
             for uid, run in list(self.runs.items()):
-                if uid not in live and self.enabled():
-                    self._teardown(run)
+                if uid not in live and self.enabled() and not run.stopped.is_set():
+                    run.stopped.set()
+                    threading.Thread(target=self._teardown, args=(run,), daemon=True,
+                                     name=f"kube-standin-stop-{run.name}").start()
 
     def _teardown(self, run: ClusterRun) -> None:
         run.stopped.set()
         if run.thread and run.thread is not threading.current_thread():
             run.thread.join(timeout=START_TIMEOUT_S)
-        for net in list(run.pods.values()):
-            net.stop()
+        stoppers = [threading.Thread(target=net.stop) for net in list(run.pods.values())]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
         with self._lock:
             self.runs.pop(run.uid, None)
 
@@ -345,7 +364,7 @@ class Operator:
             "desiredWorkerReplicas": workers,
             "minWorkerReplicas": sum(g.get("minReplicas", 0) * g.get("numOfHosts", 1) for g, _ in groups[1:]),
             "maxWorkerReplicas": sum(g.get("maxReplicas", 0) * g.get("numOfHosts", 1) for g, _ in groups[1:]),
-            "desiredCPU": f"{totals['cpu']:g}", "desiredMemory": f"{int(totals['memory'])}",
+            "desiredCPU": f"{totals['cpu']:g}", "desiredMemory": _bytes_quantity(totals["memory"]),
             "desiredGPU": f"{totals['nvidia.com/gpu']:g}", "desiredTPU": "0",
         }
 

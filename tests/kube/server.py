@@ -45,6 +45,7 @@ import yaml
 from tests.kube import schema
 from tests.kube.store import (
     CORE_KINDS,
+    CRDS,
     KINDS_BY_PLURAL,
     NAMESPACES,
     PODS,
@@ -84,7 +85,29 @@ class ApiState:
             self.requests.append((method, path))
 
     def kinds(self) -> tuple[Kind, ...]:
-        return (*CORE_KINDS, RAYCLUSTERS) if self.crd_installed else CORE_KINDS
+        return (*CORE_KINDS, CRDS, RAYCLUSTERS) if self.crd_installed else (*CORE_KINDS, CRDS)
+
+    def crds(self) -> list[dict[str, Any]]:
+        """The CustomResourceDefinitions installed: KubeRay's RayCluster one, or none."""
+        if not self.crd_installed:
+            return []
+        k = RAYCLUSTERS
+        return [{
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{k.plural}.{k.group}", "uid": "00000000-0000-4000-8000-000000000001",
+                         "resourceVersion": "1", "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "annotations": {"controller-gen.kubebuilder.io/version": "v0.18.0"}},
+            "spec": {"group": k.group, "scope": "Namespaced",
+                     "names": {"kind": k.kind, "listKind": f"{k.kind}List", "plural": k.plural, "singular": k.singular,
+                               "categories": list(k.categories)},
+                     "versions": [{"name": k.version, "served": True, "storage": True,
+                                   "subresources": {"status": {}},
+                                   "schema": {"openAPIV3Schema": schema.to_openapi(schema.RAYCLUSTER)}}]},
+            "status": {"acceptedNames": {"kind": k.kind, "plural": k.plural}, "storedVersions": [k.version],
+                       "conditions": [{"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+                                       "message": "the initial names have been accepted",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+        }]
 
 
 # ------------------------------------------------------------ discovery and OpenAPI
@@ -369,7 +392,7 @@ class Handler(BaseHTTPRequestHandler):
             self._route(url.path, query, body)
         except ApiError as err:
             self._send(err.code, err.status())
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:
             self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
@@ -391,6 +414,11 @@ class Handler(BaseHTTPRequestHandler):
                  "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"}} for g in sorted({k.group for k in groups})]})
         if path == "/api/v1":
             return self._send(200, _resource_list("v1", [k for k in kinds if not k.group]))
+        if path == "/openapi/v2":
+            # An empty protobuf Document: kubectl then treats the CRD kinds as
+            # supporting server-side field validation (it asks the CRD list),
+            # and leaves other kinds unvalidated on its side.
+            return self._send(200, b"", content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
         if path in ("/openapi/v3", "/openapi/v3/api/v1") or path.startswith("/openapi/v3/apis/"):
             return self._openapi(path, kinds)
         match = _RESOURCE_PATH.match(path)
@@ -410,14 +438,25 @@ class Handler(BaseHTTPRequestHandler):
         name = match["name"]
         if kind is NAMESPACES and namespace is None and name is None and match["plural"] != "namespaces":
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        if namespace is not None and not self.state.store.namespace_exists(namespace) and self.command != "DELETE":
-            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
-                           {"name": namespace, "kind": "namespaces"})
+        if kind is CRDS:
+            return self._crds(name)
         if match["sub"] == "proxy":
             if kind is not SERVICES or name is None or namespace is None:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             return self._proxy(namespace, name, match["rest"] or "/", body)
         self._resource(kind, namespace or "", name, match["sub"], query, body)
+
+    def _crds(self, name: str | None) -> None:
+        if self.command not in ("GET", "HEAD"):
+            raise ApiError(403, "Forbidden", 'customresourcedefinitions.apiextensions.k8s.io is forbidden: User '
+                           '"rlkit-test" cannot change custom resource definitions in the stand-in')
+        crds = self.state.crds()
+        if name is None:
+            return self._send_objects_list(CRDS, crds)
+        found = [c for c in crds if c["metadata"]["name"] == name]
+        if not found:
+            raise not_found(CRDS, name)
+        self._send_objects(CRDS, found, single=True)
 
     def _openapi(self, path: str, kinds: tuple[Kind, ...]) -> None:
         docs: dict[str, list[Kind]] = {}
@@ -510,6 +549,8 @@ class Handler(BaseHTTPRequestHandler):
                            "generateName is required", {"kind": kind.kind, "causes": [
                                {"reason": "FieldValueRequired", "message": "Required value: name or generateName is required",
                                 "field": "metadata.name"}]})
+        if creating and kind.namespaced and not self.state.store.namespace_exists(namespace):
+            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found', {"name": namespace, "kind": "namespaces"})
         if kind.namespaced and meta.get("namespace") not in (None, namespace):
             raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace "
                            "sent on the request")
@@ -599,10 +640,12 @@ class Handler(BaseHTTPRequestHandler):
         labels, fields = query.get("labelSelector", ""), query.get("fieldSelector", "")
         if query.get("watch") in ("true", "1"):
             return self._watch(kind, namespace, labels, fields, query)
-        rv = str(store.resource_version())
-        items = store.list(kind, namespace, labels, fields)
+        self._send_objects_list(kind, store.list(kind, namespace, labels, fields))
+
+    def _send_objects_list(self, kind: Kind, items: list[dict[str, Any]]) -> None:
+        rv = str(self.state.store.resource_version())
         if "as=Table" in (self.headers.get("Accept") or ""):
-            return self._send(200, as_table(kind, items, rv), content_type="application/json")
+            return self._send(200, as_table(kind, items, rv))
         self._send(200, {"kind": f"{kind.kind}List", "apiVersion": kind.api_version,
                          "metadata": {"resourceVersion": rv}, "items": items})
 
@@ -649,8 +692,8 @@ class Handler(BaseHTTPRequestHandler):
         except ApiError as err:
             emit("ERROR", err.status())
             self.wfile.write(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        except OSError:
+            pass  # the client went away (TLS reports it as an OSError too)
         self.close_connection = True
 
     # -- the service proxy

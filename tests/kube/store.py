@@ -49,6 +49,9 @@ SECRETS = Kind("", "v1", "Secret", "secrets", fields=("type",))
 EVENTS = Kind("", "v1", "Event", "events", short_names=("ev",),
               fields=("involvedObject.name", "involvedObject.kind", "involvedObject.uid", "reason", "type"))
 RAYCLUSTERS = Kind("ray.io", "v1", "RayCluster", "rayclusters", categories=("all",))
+# Served read-only from the CRD switch, not stored: the RayCluster CRD when installed.
+CRDS = Kind("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False,
+            short_names=("crd", "crds"))
 CORE_KINDS = (NAMESPACES, PODS, SERVICES, SECRETS, EVENTS)
 HISTORY = 10_000
 
@@ -325,4 +328,4 @@ class Store:
             self.cond.notify_all()
 
 
-KINDS_BY_PLURAL = {k.plural: k for k in (*CORE_KINDS, RAYCLUSTERS)}
+KINDS_BY_PLURAL = {k.plural: k for k in (*CORE_KINDS, RAYCLUSTERS, CRDS)}
