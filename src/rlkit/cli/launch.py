@@ -1,6 +1,6 @@
 """``rlkit launch``: start Ray clusters and register them by name.
 
-One subcommand per provider (``local`` here; ``onprem`` joins the same app).
+One subcommand per provider (``local`` here; ``onprem`` and ``kuberay`` join the same app).
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ def _report(specs: list[LocalSpec], outcomes: list[Outcome[LaunchOutcome]]) -> N
 
 
 def register(app: typer.Typer) -> None:
-    from rlkit.cli import launch_onprem
+    from rlkit.cli import launch_kuberay, launch_onprem
 
     launch_onprem.register(launch_app)
+    launch_kuberay.register(launch_app)
     app.add_typer(launch_app, name="launch")

@@ -96,6 +96,9 @@ def _notes(statuses: list[ClusterStatus]) -> list[RenderableType]:
     from rich.text import Text
 
     notes = [Text.assemble((s.name, "red"), ": ", s.detail) for s in statuses if s.detail]
+    # A KubeRay cluster's Kubernetes view, beside its Ray view in the table.
+    notes += [Text.assemble((s.name, "cyan"), ": ", s.kube.get("summary") or f"kubernetes: {s.kube.get('error')}")
+              for s in statuses if s.kube]
     notes += [Text.assemble((s.name, "yellow"), ": ", s.warning) for s in statuses if s.warning]
     return notes
 

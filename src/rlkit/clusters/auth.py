@@ -97,9 +97,13 @@ def tied_token(tie: str | None) -> TokenSource:
     return TokenSource(Path.home() / ".ray" / "auth_token")
 
 
-def auth_headers(token: str | None) -> dict[str, str]:
-    """HTTP headers that authenticate a request to a Ray dashboard."""
-    return {"Authorization": f"Bearer {token}"} if token else {}
+AUTHORIZATION = "Authorization"
+
+
+def auth_headers(token: str | None, header: str | None = None) -> dict[str, str]:
+    """HTTP headers that authenticate a request to a Ray dashboard; ``header``
+    None is Authorization (Ray's dashboard reads X-Ray-Authorization too)."""
+    return {header or AUTHORIZATION: f"Bearer {token}"} if token else {}
 
 
 def ray_env(token_path: str | None) -> dict[str, str | None]:

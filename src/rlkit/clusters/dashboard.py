@@ -48,11 +48,12 @@ def _opener(url: str) -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(_NoRedirects)
 
 
-def get(base_url: str, path: str, token: str | None, timeout: float) -> bytes:
-    """GET ``base_url + path``: the body, or ``DashboardError``."""
+def get(base_url: str, path: str, token: str | None, timeout: float, header: str | None = None) -> bytes:
+    """GET ``base_url + path``: the body, or ``DashboardError``; the token
+    goes in ``header`` (None: Authorization)."""
     url = base_url.rstrip("/") + path
     where = urlsplit(base_url).netloc or base_url
-    request = urllib.request.Request(url, headers={"Accept": "application/json", **auth_headers(token)})
+    request = urllib.request.Request(url, headers={"Accept": "application/json", **auth_headers(token, header)})
     try:
         with _opener(url).open(request, timeout=timeout) as response:
             return response.read()
@@ -63,9 +64,9 @@ def get(base_url: str, path: str, token: str | None, timeout: float) -> bytes:
         raise _connection_error(where, reason, timeout) from None
 
 
-def get_json(base_url: str, path: str, token: str | None, timeout: float) -> Any:
+def get_json(base_url: str, path: str, token: str | None, timeout: float, header: str | None = None) -> Any:
     """GET ``base_url + path`` and decode JSON, or raise ``DashboardError``."""
-    body = get(base_url, path, token, timeout)
+    body = get(base_url, path, token, timeout, header)
     try:
         return json.loads(body)
     except ValueError:

@@ -9,7 +9,7 @@ from rlkit.clusters.records import ClusterRecord
 from rlkit.errors import BadInputError
 
 
-def check_takes_jobs(dashboard_url: str, token: str | None, timeout: float) -> str:
+def check_takes_jobs(dashboard_url: str, token: str | None, timeout: float, header: str | None = None) -> str:
     """Return the Ray version if the cluster can take jobs, else raise
     ``DashboardError``. The dashboard alone is not enough: it keeps
     answering for a minute after the GCS died, and without the GCS no job
@@ -20,9 +20,9 @@ def check_takes_jobs(dashboard_url: str, token: str | None, timeout: float) -> s
     def left() -> float:
         return max(0.05, deadline - time.monotonic())
 
-    version = str(dashboard.get_json(dashboard_url, "/api/version", token, left())["ray_version"])
+    version = str(dashboard.get_json(dashboard_url, "/api/version", token, left(), header)["ray_version"])
     try:
-        dashboard.get(dashboard_url, "/api/gcs_healthz", token, left())
+        dashboard.get(dashboard_url, "/api/gcs_healthz", token, left(), header)
     except dashboard.DashboardError as err:
         if err.state != dashboard.UNREACHABLE:
             raise
@@ -35,7 +35,7 @@ def check_takes_jobs(dashboard_url: str, token: str | None, timeout: float) -> s
 def record_takes_jobs(record: ClusterRecord, timeout: float) -> bool:
     """Whether the cluster rlkit launched as ``record`` can take jobs, with its own token."""
     try:
-        check_takes_jobs(record.dashboard_url, auth.token_source(record.token_path).read(), timeout)
+        check_takes_jobs(record.dashboard_url, auth.token_source(record.token_path).read(), timeout, record.auth_header)
     except (dashboard.DashboardError, BadInputError, KeyError, TypeError):
         return False
     return True

@@ -45,7 +45,7 @@ class ProcessRef:
 class ClusterRecord:
     """What rlkit knows about a cluster it launched.
 
-    ``provider`` is ``"local"`` or ``"onprem"`` (later ``"kuberay"``);
+    ``provider`` is ``"local"``, ``"onprem"`` or ``"kuberay"``;
     ``address`` is the line written to the address file and ``dashboard_url``
     the Job Submission API it resolves to. ``token_path`` is None when token
     authentication is off. ``state`` is ``"starting"`` while launch runs, so
@@ -67,10 +67,16 @@ class ClusterRecord:
     # inherits it, which tells them apart from other clusters' processes.
     process_marker: str | None = None
     pids: list[ProcessRef] = field(default_factory=list)
-    # The SSH tunnel to an on-prem head's dashboard (its local port is ports["tunnel"]).
+    # The process that carries the way to the dashboard (its local port is
+    # ports["tunnel"]): an SSH tunnel to an on-prem head, `kubectl proxy` for KubeRay.
     tunnel: ProcessRef | None = None
     ssh: dict[str, str] | None = None
     config_path: str | None = None
+    # KubeRay: context, namespace, kubeconfig, launch id, RayCluster UID, head service.
+    kube: dict[str, str] | None = None
+    # The header that carries the token (None: Authorization); behind kubectl
+    # proxy, Authorization is the API server's credential.
+    auth_header: str | None = None
     # Why the record file could not be read (``state`` is then "broken"):
     # the cluster is still listed, and `rlkit teardown` still stops it.
     problem: str | None = None

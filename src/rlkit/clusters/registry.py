@@ -78,6 +78,13 @@ class Cluster:
         assert self.entry is not None
         return tied_token(self.entry.token)
 
+    @property
+    def auth_header(self) -> str | None:
+        """The header its token travels in (None: Authorization)."""
+        if self.record and (self.entry is None or self.owns_entry):
+            return self.record.auth_header
+        return None
+
     def describe_token(self) -> str:
         """Which token went, for a message about a refused one."""
         source = self.token.describe()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from pathlib import Path
@@ -11,16 +12,37 @@ from rlkit.clusters import auth, local
 from rlkit.clusters.registry import Cluster
 from rlkit.errors import BadInputError
 
+# Headers (JSON) that Ray's job CLI sends with every request.
+JOB_HEADERS_ENV = "RAY_JOB_HEADERS"
+
 
 def ray_environment(cluster: Cluster) -> dict[str, str | None]:
     """Variables to set (None: to unset) so that Ray's CLI and scripts reach
     ``cluster`` with its token: ``ray job`` takes the dashboard from
     ``RAY_API_SERVER_ADDRESS``; ``ray.init()`` and ``ray status`` take the
     GCS from ``RAY_ADDRESS`` (and refuse a dashboard URL there)."""
+    if cluster.auth_header:
+        return _header_env(cluster)
     env: dict[str, str | None] = {"RAY_ADDRESS": cluster.ray_address, "RAY_API_SERVER_ADDRESS": cluster.dashboard_url}
+    if os.environ.get(JOB_HEADERS_ENV, "").startswith('{"X-Ray-Authorization"'):
+        # A KubeRay cluster's token, exported by an earlier `rlkit env`, goes to its own cluster only.
+        env[JOB_HEADERS_ENV] = None
     env.update(_token_env(cluster))
     env.update(_loopback_env(cluster))
     return env
+
+
+def _header_env(cluster: Cluster) -> dict[str, str | None]:
+    """A cluster behind a proxy that owns Authorization (KubeRay's kubectl
+    proxy): ``ray job`` takes the dashboard address and the token's header
+    from ``RAY_JOB_HEADERS``, and token mode must be off in this shell, or
+    Ray's client would add an Authorization header of its own. Only the Job
+    API is reachable: no GCS address is exported."""
+    token = auth.token_source(cluster.record.token_path if cluster.record else None).read()
+    headers = json.dumps(auth.auth_headers(token, cluster.auth_header))
+    return {"RAY_ADDRESS": cluster.dashboard_url, "RAY_API_SERVER_ADDRESS": cluster.dashboard_url,
+            JOB_HEADERS_ENV: headers, auth.MODE_ENV: None, auth.TOKEN_PATH_ENV: None, auth.TOKEN_ENV: None,
+            **{k: None for k, v in local.LOOPBACK_ENV.items() if os.environ.get(k) == v}}
 
 
 def _token_env(cluster: Cluster) -> dict[str, str | None]:

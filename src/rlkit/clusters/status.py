@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from rlkit.clusters import dashboard, health
@@ -47,6 +47,9 @@ class ClusterStatus:
     token_auth: bool | None = None
     warning: str | None = None
     input_error: bool = False
+    # KubeRay: what Kubernetes says (pods ready/desired, the RayCluster's
+    # condition), beside the Ray view above.
+    kube: dict[str, Any] | None = None
 
     @property
     def is_up(self) -> bool:
@@ -71,10 +74,18 @@ def probe(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> ClusterStatus
     if cluster.reconnect_error:
         status.detail = cluster.reconnect_error
         return status
+    if cluster.record and not cluster.dashboard_url:
+        # A KubeRay launch has no address until its RayCluster is ready.
+        starting = cluster.record.state == "starting"
+        status.state = STARTING if starting else dashboard.UNREACHABLE
+        status.detail = ("rlkit is launching it" if starting else
+                         f"its launch failed and was kept; `rlkit teardown {cluster.name}` deletes it")
+        return status
     deadline = time.monotonic() + timeout
 
     def get(path: str, token: str | None) -> Any:
-        return dashboard.get_json(cluster.dashboard_url, path, token, max(0.05, deadline - time.monotonic()))
+        return dashboard.get_json(cluster.dashboard_url, path, token, max(0.05, deadline - time.monotonic()),
+                                  cluster.auth_header)
 
     def optional(path: str, token: str | None) -> Any:
         """Details of a cluster that is UP: one that fails leaves a blank."""
@@ -85,7 +96,8 @@ def probe(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> ClusterStatus
 
     try:
         token = cluster.token.read()
-        status.ray_version = health.check_takes_jobs(cluster.dashboard_url, token, max(0.05, deadline - time.monotonic()))
+        status.ray_version = health.check_takes_jobs(cluster.dashboard_url, token, max(0.05, deadline - time.monotonic()),
+                                                     cluster.auth_header)
     except BadInputError as err:
         status.state, status.detail, status.input_error = dashboard.AUTH_FAILED, err.message, True
     except dashboard.DashboardError as err:
@@ -135,12 +147,19 @@ def _add_details(status: ClusterStatus, mode: Any, nodes: Any, cluster_status: A
 
 
 def cluster_statuses(clusters: list[Cluster], timeout: float = DEFAULT_TIMEOUT_S) -> list[ClusterStatus]:
-    """Probe all clusters at once: the whole call takes about ``timeout``
-    however many clusters there are and whichever of them hang."""
-    outcomes = run_parallel(lambda c: probe(c, timeout), clusters, timeout=timeout + 1.0)
+    """Probe all clusters at once (and the API servers of KubeRay ones, at
+    the same time): the whole call takes about ``timeout`` however many
+    clusters there are and whichever of them hang."""
+    kube = [c for c in clusters if c.record and c.record.provider == "kuberay" and c.record.kube]
+    calls: list[Callable[[], Any]] = [(lambda c=c: probe(c, timeout)) for c in clusters]
+    calls += [(lambda c=c: _kube_view(c, timeout)) for c in kube]
+    outcomes = run_parallel(lambda call: call(), calls, timeout=timeout + 1.0)
+    views = {c.name: o.value for c, o in zip(kube, outcomes[len(clusters):])}
     statuses = []
     for cluster, outcome in zip(clusters, outcomes):
         if outcome.value is not None:
+            outcome.value.kube = views.get(cluster.name) or ({"error": f"no answer within {timeout:.1f} s"}
+                                                              if cluster in kube else None)
             statuses.append(outcome.value)
             continue
         detail = f"no answer within {timeout:.1f} s" if outcome.error is None else f"probe failed: {outcome.error}"
@@ -149,3 +168,11 @@ def cluster_statuses(clusters: list[Cluster], timeout: float = DEFAULT_TIMEOUT_S
             state=dashboard.UNREACHABLE, detail=detail,
         ))
     return statuses
+
+
+def _kube_view(cluster: Cluster, timeout: float) -> dict[str, Any]:
+    from rlkit.clusters import kuberay
+
+    assert cluster.record is not None
+    view = kuberay.kube_view(cluster.record, timeout)
+    return {**asdict(view), "summary": view.describe()}

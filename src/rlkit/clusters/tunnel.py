@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,11 +44,11 @@ def start(record: ClusterRecord, timeout_s: float) -> ClusterRecord:
     login = SshLogin(ssh["user"], Path(ssh["key"]))
     head, remote_port = ssh["head"], record.ports["dashboard"]
     port = record.ports[TUNNEL_PORT]
-    if not _port_free(port):
+    if not port_free(port):
         port = free_port()
     forward = ["-N", "-L", f"127.0.0.1:{port}:127.0.0.1:{remote_port}", "-o", "ExitOnForwardFailure=yes",
                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]  # fmt: skip
-    log_path = _log_path(record.name)
+    log_path = log_path(record.name)
     with open(log_path, "w", encoding="utf-8") as log:
         # Its own session: the tunnel outlives the rlkit command that opened it.
         proc = subprocess.Popen(
@@ -69,10 +70,12 @@ def start(record: ClusterRecord, timeout_s: float) -> ClusterRecord:
     return replace(record, tunnel=tunnel, ports={**record.ports, TUNNEL_PORT: port}, address=url, dashboard_url=url)
 
 
-def ensure(record: ClusterRecord, timeout_s: float = 5.0) -> ClusterRecord:
+def ensure(record: ClusterRecord, timeout_s: float = 5.0,
+           start: Callable[[ClusterRecord, float], ClusterRecord] = start) -> ClusterRecord:
     """The record with a running tunnel: as it is when its tunnel runs, else
-    with the tunnel opened again (and the address file's line rewritten if
-    the local port had to change). Only for a cluster that is up."""
+    with the tunnel opened again by ``start`` (SSH's by default; KubeRay's
+    is kubectl proxy), and the address file's line rewritten if the local
+    port had to change. Only for a cluster that is up."""
     if record.state != "up" or record.tunnel is None or is_open(record):
         return record
     with locks.hold(f"tunnel-{record.name}", LOCK_TIMEOUT_S, f"{record.name}: another rlkit is opening its tunnel"):
@@ -91,11 +94,11 @@ def stop(record: ClusterRecord) -> None:
     """End the tunnel process, if it is still the one rlkit started."""
     if record.tunnel is not None:
         procs.terminate([[record.tunnel]], grace_s=5.0)
-    _log_path(record.name).unlink(missing_ok=True)
+    log_path(record.name).unlink(missing_ok=True)
 
 
-def _log_path(name: str) -> Path:
-    """ssh's own output, where a tunnel that fails to open says why."""
+def log_path(name: str) -> Path:
+    """The tunnel's own output, where one that fails to open says why."""
     return paths.private_dir(paths.rlkit_home() / "tunnels") / f"{name}.log"
 
 
@@ -113,7 +116,7 @@ def _answers(port: int) -> bool:
         return False
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as sock:
         # As ssh binds its listener: the connections of an ended tunnel
         # linger in TIME_WAIT, and must not cost the cluster its address.

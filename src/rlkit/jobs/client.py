@@ -71,7 +71,7 @@ def check_reachable(cluster: Cluster, token: str | None, timeout: float) -> None
     """Fail fast, in the words ``rlkit status`` uses, when the cluster is
     down or refuses the token."""
     try:
-        dashboard.get_json(cluster.dashboard_url, "/api/version", token, timeout)
+        dashboard.get_json(cluster.dashboard_url, "/api/version", token, timeout, cluster.auth_header)
     except dashboard.DashboardError as err:
         detail = f" ({cluster.describe_token()})" if err.state == dashboard.AUTH_FAILED else ""
         error = BadInputError if err.state == dashboard.WRONG_PORT else WorkFailedError
@@ -88,7 +88,7 @@ def connect(cluster: Cluster, timeout: float = 10.0) -> JobSubmissionClient:
     check_reachable(cluster, token, timeout)
     with _named_address_only():
         try:
-            return ScopedJobClient(cluster.dashboard_url, auth_headers(token))
+            return ScopedJobClient(cluster.dashboard_url, auth_headers(token, cluster.auth_header))
         except Exception as err:  # noqa: BLE001 - Ray raises plain exceptions of many kinds
             raise WorkFailedError(f"{cluster.name}: {one_line(err)}") from None
 

@@ -84,7 +84,7 @@ def list_jobs(
 
 
 def _cluster_jobs(cluster: Cluster, timeout: float) -> list[JobRecord]:
-    data = dashboard.get_json(cluster.dashboard_url, "/api/jobs/", token_of(cluster), timeout)
+    data = dashboard.get_json(cluster.dashboard_url, "/api/jobs/", token_of(cluster), timeout, cluster.auth_header)
     try:
         jobs = [_record(cluster.name, item) for item in data]
     except (KeyError, TypeError, AttributeError, ValueError):

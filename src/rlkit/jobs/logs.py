@@ -53,7 +53,8 @@ class JobOutcome:
 def job_logs(job: JobRecord, timeout: float = 10.0) -> str:
     """Everything the job has written so far."""
     cluster = get_cluster(job.cluster)
-    data = dashboard.get_json(cluster.dashboard_url, job_path(job.id, "/logs"), token_of(cluster), timeout)
+    data = dashboard.get_json(cluster.dashboard_url, job_path(job.id, "/logs"), token_of(cluster), timeout,
+                              cluster.auth_header)
     return str(data["logs"])
 
 
