@@ -1,3 +1,3 @@
 """rlkit: reinforcement-learning experiments on Ray clusters."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

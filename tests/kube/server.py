@@ -30,6 +30,7 @@ import hashlib
 import http.client
 import json
 import re
+import socket
 import ssl
 import subprocess
 import threading
@@ -400,6 +401,9 @@ class Handler(BaseHTTPRequestHandler):
     # -- routing
 
     def _route(self, path: str, query: dict[str, str], body: bytes) -> None:
+        # The service proxy keeps a trailing slash, as the API server's does
+        # (Ray's dashboard routes "/api/jobs/" and "/api/jobs" apart).
+        trailing = "/" if path.endswith("/") and len(path) > 1 else ""
         path = path.rstrip("/") or "/"
         kinds = self.state.kinds()
         groups = [k for k in kinds if k.group]
@@ -443,7 +447,7 @@ class Handler(BaseHTTPRequestHandler):
         if match["sub"] == "proxy":
             if kind is not SERVICES or name is None or namespace is None:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
-            return self._proxy(namespace, name, match["rest"] or "/", body)
+            return self._proxy(namespace, name, (match["rest"] or "") + trailing or "/", body)
         self._resource(kind, namespace or "", name, match["sub"], query, body)
 
     def _crds(self, name: str | None) -> None:
@@ -726,6 +730,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(503, "ServiceUnavailable", f'no endpoints available for service "{name}"')
             target = named[0]
         upstream = rest + (f"?{urlsplit(self.path).query}" if urlsplit(self.path).query else "")
+        if self.headers.get("Upgrade"):
+            return self._tunnel(pod["status"]["podIP"], int(target), upstream)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         connection = http.client.HTTPConnection(pod["status"]["podIP"], int(target), timeout=60)
         try:
@@ -739,6 +745,40 @@ class Handler(BaseHTTPRequestHandler):
         passed = {k: v for k, v in answer.getheaders() if k.lower() not in _HOP_BY_HOP | {"content-type"}}
         self._send(answer.status, data, content_type=answer.getheader("Content-Type", "application/octet-stream"),
                    headers=passed)
+
+
+    def _tunnel(self, host: str, port: int, upstream: str) -> None:
+        """An upgraded connection (Ray's log tail is a websocket), passed
+        through byte for byte as the API server's upgrade-aware proxy does."""
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP - {"connection", "upgrade"}}
+        try:
+            pod = socket.create_connection((host, port), timeout=60)
+        except OSError as err:
+            raise ApiError(503, "ServiceUnavailable", f"error trying to reach service: {err}") from None
+        headers["Host"] = f"{host}:{port}"
+        head = f"{self.command} {upstream} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        pod.sendall((head + "\r\n").encode("latin-1"))
+        self.close_connection = True
+        client = self.connection
+
+        def pipe(source: socket.socket, sink: socket.socket) -> None:
+            try:
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for end in (source, sink):
+                    try:
+                        end.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        back = threading.Thread(target=pipe, args=(pod, client), daemon=True)
+        back.start()
+        pipe(client, pod)
+        back.join(timeout=60)
+        pod.close()
 
 
 def _json_patch(obj: dict[str, Any], operations: list[dict[str, Any]]) -> dict[str, Any]:

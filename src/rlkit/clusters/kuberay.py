@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field, replace
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from rlkit.errors import BadInputError, RlkitError, WorkFailedError
 from rlkit.files import atomic_write
 
 NAME = "kuberay"
-DEFAULT_TEMPLATE = Path(str(resources.files("rlkit") / "cluster_configs" / "kuberay.yaml"))
+DEFAULT_TEMPLATE = paths.cluster_template("kuberay.yaml")
 # KubeRay refuses longer RayCluster names (it derives the services' names from them).
 MAX_NAME = 53
 _K8S_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
