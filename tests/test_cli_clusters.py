@@ -139,13 +139,14 @@ def test_env_for_a_hand_written_entry_undoes_only_rlkits_own_token() -> None:
 
 
 def test_teardown_reports_each_cluster_and_exit_code_3_when_some_fail() -> None:
-    # A local cluster whose processes are gone, and a provider rlkit cannot stop yet.
+    # A local cluster whose processes are gone, and a KubeRay record that has
+    # lost what rlkit needs to reach its RayCluster.
     register(ClusterRecord("gone", "local", "http://127.0.0.1:9", "http://127.0.0.1:9"))
     register(ClusterRecord("kube", "kuberay", "http://127.0.0.1:8", "http://127.0.0.1:8"))
     result = run_rlkit("teardown", "--all", "-y")
     assert result.returncode == 3
     assert "gone was already stopped; entry removed" in result.stdout
-    assert "✗ kube rlkit cannot stop kuberay clusters yet" in result.stderr
+    assert "✗ kube rlkit's record has no Kubernetes context" in result.stderr
     assert paths.address_file().read_text() == "# Cluster: kube\nhttp://127.0.0.1:8\n"
 
 
