@@ -59,7 +59,7 @@ def local(
             results.warn(warning)
     if dry_run:
         return _dry_run(specs, as_json)
-    outcomes = _launch_with_progress(specs)
+    outcomes = results.launch_with_progress(provider.provider, specs, provider.START_TIMEOUT_S)
     for spec, outcome in zip(specs, outcomes):
         if outcome.value is None:
             results.failed(spec.name, str(outcome.error))
@@ -87,23 +87,6 @@ def _dry_run(specs: list[LocalSpec], as_json: bool) -> int:
         for line in provider.provider.plan(spec):
             output.console.print(line, markup=False, highlight=False, soft_wrap=True)
     return 0
-
-
-def _launch_with_progress(specs: list[LocalSpec]) -> list[Outcome[LaunchOutcome]]:
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from rlkit.clusters import launching
-    from rlkit.clusters import local as provider
-
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.fields[stage]}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=output.err_console, transient=True) as progress:
-        tasks = {s.name: progress.add_task(s.name, total=None, stage="waiting") for s in specs}
-
-        def on_stage(name: str, stage: str) -> None:
-            progress.update(tasks[name], stage=stage)
-
-        return launching.launch_many(provider.provider, specs, on_stage, timeout_s=provider.START_TIMEOUT_S)
 
 
 def _report(specs: list[LocalSpec], outcomes: list[Outcome[LaunchOutcome]]) -> None:

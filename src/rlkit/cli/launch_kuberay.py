@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import typer
 
 from rlkit.cli import options, output, results
-
-if TYPE_CHECKING:
-    from rlkit.clusters.kuberay import KubeRaySpec
-    from rlkit.clusters.launching import LaunchOutcome
-    from rlkit.clusters.parallel import Outcome
 
 
 def kuberay(
@@ -68,7 +61,7 @@ def kuberay(
     if dry_run:
         return _dry_run([provider.dry_run_manifest(s) for s in specs], as_json)
     launching.check_names(provider.provider, specs)
-    outcomes = _launch_with_progress(specs, timeout)
+    outcomes = results.launch_with_progress(provider.provider, specs, timeout)
     for spec, outcome in zip(specs, outcomes):
         if outcome.value is None:
             results.failed(spec.name, str(outcome.error or f"not ready within {timeout:g} s"))
@@ -97,22 +90,6 @@ def _dry_run(manifests: list[dict[str, object]], as_json: bool) -> int:
     output.note("Dry run: nothing is created. The token is made by the operator and appears in no manifest.")
     output.console.print(yaml.safe_dump_all(manifests, sort_keys=False), markup=False, highlight=False, end="")
     return 0
-
-
-def _launch_with_progress(specs: list[KubeRaySpec], timeout: float) -> list[Outcome[LaunchOutcome]]:
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from rlkit.clusters import kuberay, launching
-
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.fields[stage]}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=output.err_console, transient=True) as progress:
-        tasks = {s.name: progress.add_task(s.name, total=None, stage="waiting") for s in specs}
-
-        def on_stage(name: str, stage: str) -> None:
-            progress.update(tasks[name], stage=stage)
-
-        return launching.launch_many(kuberay.provider, specs, on_stage, timeout_s=timeout)
 
 
 def register(launch_app: typer.Typer) -> None:
