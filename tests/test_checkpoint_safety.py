@@ -166,9 +166,15 @@ def test_a_second_ctrl_c_stops_at_once_and_saves_no_checkpoint_ahead_of_the_log(
         return update(self, fragments, progress)
 
     monkeypatch.setattr(Learner, "update", ctrl_c_twice_during_update_3)
+    # Under nohup SIGINT is ignored, and rlkit rightly leaves it so: this test
+    # is about a terminal's Ctrl-C.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     sets = [arg for item in (f"runs_dir={tmp_path / 'runs'}", *SMALL, "checkpoint.every_updates=1000")
             for arg in ("--set", item)]
-    code, lines = cli(capsys, "train", str(CONFIGS / "ppo_cartpole.yaml"), "--quiet", *sets)
+    try:
+        code, lines = cli(capsys, "train", str(CONFIGS / "ppo_cartpole.yaml"), "--quiet", *sets)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert code == 130 and len(lines) == 1 and "interrupted: stopped without a new checkpoint" in lines[0], lines
     [run_dir] = (tmp_path / "runs").iterdir()
     assert checkpoints(run_dir) == [] and updates_logged(run_dir) == [1, 2]

@@ -48,21 +48,21 @@ def start(record: ClusterRecord, timeout_s: float) -> ClusterRecord:
         port = free_port()
     forward = ["-N", "-L", f"127.0.0.1:{port}:127.0.0.1:{remote_port}", "-o", "ExitOnForwardFailure=yes",
                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]  # fmt: skip
-    log_path = log_path(record.name)
-    with open(log_path, "w", encoding="utf-8") as log:
+    log = log_path(record.name)
+    with open(log, "w", encoding="utf-8") as out:
         # Its own session: the tunnel outlives the rlkit command that opened it.
         proc = subprocess.Popen(
-            login.argv(head, timeout_s, *forward), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            login.argv(head, timeout_s, *forward), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
             start_new_session=True,
         )  # fmt: skip
     deadline = time.monotonic() + timeout_s + 5
     while not _answers(port):
         if proc.poll() is not None or time.monotonic() > deadline:
             _end(proc)
-            output = log_path.read_text(errors="replace")
+            output = log.read_text(errors="replace")
             check_host_key(head, output)
             why = failure_line(subprocess.CompletedProcess([], proc.returncode or 255, "", output))
-            raise WorkFailedError(f"{record.name}: cannot open the SSH tunnel to {head}: {why}", f"see {log_path}")
+            raise WorkFailedError(f"{record.name}: cannot open the SSH tunnel to {head}: {why}", f"see {log}")
         time.sleep(0.05)
     tunnel = procs.process_ref(proc.pid)
     assert tunnel is not None  # it answered just now
