@@ -35,7 +35,7 @@ import yaml
 
 from rlkit import paths
 from rlkit.clusters import auth, dashboard, health, procs, tunnel
-from rlkit.clusters.provider import REMOTE_RUNS_BASE, Progress, StopResult
+from rlkit.clusters.provider import REMOTE_RUNS_BASE, Progress, Provider, StopResult
 from rlkit.clusters.records import ClusterRecord, check_name, delete_record, save_record
 from rlkit.errors import BadInputError, RlkitError, WorkFailedError
 from rlkit.files import atomic_write
@@ -602,7 +602,7 @@ def stop(record: ClusterRecord) -> StopResult:
     return StopResult(record.name, deleted, already_gone=not deleted, unit="RayClusters", note=note)
 
 
-class KubeRayProvider:
+class KubeRayProvider(Provider):
     """RayClusters through the KubeRay operator (see the module's docstring)."""
 
     name = NAME
@@ -615,9 +615,6 @@ class KubeRayProvider:
 
     def discard(self, record: ClusterRecord) -> None:
         _discard(record)
-
-    def is_up(self, record: ClusterRecord, timeout: float) -> bool:
-        return health.record_takes_jobs(record, timeout)
 
     def describe_stop(self, record: ClusterRecord) -> list[str]:
         return describe_stop(record)

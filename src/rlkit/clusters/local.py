@@ -21,8 +21,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlkit.clusters import auth, dashboard, health, locks, procs
-from rlkit.clusters.provider import Progress, StopResult
+from rlkit.clusters import auth, dashboard, locks, procs
+from rlkit.clusters.provider import Progress, Provider, StopResult
 from rlkit.clusters.records import (
     ClusterRecord,
     ProcessRef,
@@ -317,7 +317,7 @@ def stop(record: ClusterRecord, grace_s: float = STOP_GRACE_S) -> StopResult:
     return StopResult(record.name, len(refs), already_gone=not refs)
 
 
-class LocalProvider:
+class LocalProvider(Provider):
     """Ray heads on this machine (see the module's docstring)."""
 
     name = NAME
@@ -335,9 +335,6 @@ class LocalProvider:
 
     def discard(self, record: ClusterRecord) -> None:
         _discard(record)
-
-    def is_up(self, record: ClusterRecord, timeout: float) -> bool:
-        return health.record_takes_jobs(record, timeout)
 
     def describe_stop(self, record: ClusterRecord) -> list[str]:
         """What stopping this cluster ends, for the confirmation prompt."""

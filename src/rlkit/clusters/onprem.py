@@ -39,9 +39,9 @@ import yaml
 
 from rlkit import paths
 from rlkit.files import atomic_write
-from rlkit.clusters import auth, dashboard, health, launching, tunnel
+from rlkit.clusters import auth, dashboard, launching, tunnel
 from rlkit.clusters.procs import INHERITED_ENV, MARKER_ENV
-from rlkit.clusters.provider import REMOTE_RUNS_BASE, Progress, StopResult
+from rlkit.clusters.provider import REMOTE_RUNS_BASE, Progress, Provider, StopResult
 from rlkit.clusters.records import ClusterRecord, check_name, delete_record, load_record, save_record
 from rlkit.clusters.ssh import Notice, SshLogin, failure_line, in_ray_shell, trust_on_first_use
 from rlkit.errors import BadInputError, RlkitError, WorkFailedError
@@ -262,7 +262,7 @@ def launch_onprem(
     return OnPremLaunch(launched.record, len(alive_nodes(launched.record)), launched.already_up)
 
 
-class OnPremProvider:
+class OnPremProvider(Provider):
     """Ray on the user's machines over SSH, reached through an SSH tunnel.
     ``notice`` gets the lines to show the user once (a new host's key
     fingerprint); the timeouts bound one SSH login, one round of node
@@ -339,9 +339,6 @@ class OnPremProvider:
 
     def discard(self, record: ClusterRecord) -> None:
         _discard(record)
-
-    def is_up(self, record: ClusterRecord, timeout: float) -> bool:
-        return health.record_takes_jobs(record, timeout)
 
     def describe_stop(self, record: ClusterRecord) -> list[str]:
         """What stopping this cluster ends, for the confirmation prompt."""

@@ -69,8 +69,12 @@ class Provider(Protocol):
         ...
 
     def is_up(self, record: ClusterRecord, timeout: float) -> bool:
-        """Whether the cluster takes jobs now (status's rule for UP)."""
-        ...
+        """Whether the cluster takes jobs now (status's rule for UP). Every
+        provider reaches a dashboard, so one rule serves them all; a
+        provider class that subclasses Provider inherits it."""
+        from rlkit.clusters import health
+
+        return health.record_takes_jobs(record, timeout)
 
     def describe_stop(self, record: ClusterRecord) -> list[str]:
         """What stopping the cluster ends, for the teardown prompt."""
