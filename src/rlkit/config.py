@@ -127,6 +127,44 @@ class CheckpointConfig(_Strict):
     keep: int = Field(3, ge=1, le=10_000)
 
 
+class SelfPlayConfig(_Strict):
+    """A learning policy against frozen snapshots of itself (two-seat games)."""
+
+    pool_size: int = Field(20, ge=1, le=10_000)
+    """Snapshots kept; the oldest leaves when a new one joins a full pool."""
+    win_rate: float | None = Field(0.6, gt=0, le=1)
+    """A snapshot joins once the learner wins this share of its last ``window`` games against the pool."""
+    window: int = Field(100, ge=1, le=1_000_000)
+    snapshot_every: int = Field(0, ge=0, le=10**9)
+    """A snapshot also joins every this many updates; 0: by win rate only."""
+    sampling: Literal["uniform", "recent"] = "uniform"
+    """How each episode's opponent is drawn from the pool; recent weighs snapshot k of n by ``recent_decay**(n-1-k)``."""
+    recent_decay: float = Field(0.7, gt=0, le=1)
+    random_eval_every: int = Field(10, ge=0, le=10**9)
+    """Updates between measurements against a uniform-random player; 0 never measures."""
+    random_eval_games: int = Field(50, ge=1, le=100_000)
+    """Games per seat in each of those measurements."""
+
+    @model_validator(mode="after")
+    def _some_admission(self) -> SelfPlayConfig:
+        if self.win_rate is None and not self.snapshot_every:
+            raise ValueError("self_play: set win_rate or snapshot_every, or the pool never grows past the first snapshot")
+        return self
+
+
+class MultiAgentConfig(_Strict):
+    """Who plays what in a PettingZoo environment (see ``rlkit.train.agents``)."""
+
+    mode: Literal["shared", "independent", "self_play", "mappo"] = "shared"
+    """shared: one policy per agent type; independent: one per agent; self_play: one policy
+    against snapshots of itself; mappo: shared-type actors and one critic of the global state."""
+    policies: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]] = Field(default_factory=dict)
+    """Agent id or agent type -> policy id, overriding the mode's own choice for those agents."""
+    agent_onehot: bool = False
+    """Append the agent's one-hot index among its policy's agents to what the policy sees."""
+    self_play: SelfPlayConfig = Field(default_factory=SelfPlayConfig)
+
+
 class TrainConfig(_Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(1, ge=0, le=MAX_SEED)
@@ -142,6 +180,8 @@ class TrainConfig(_Strict):
     sync: SyncConfig = Field(default_factory=SyncConfig)
     stop: StopConfig = Field(default_factory=StopConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    multiagent: MultiAgentConfig | None = None
+    """For PettingZoo environments; none is mode shared."""
 
     @field_validator("runs_dir")
     @classmethod
@@ -167,6 +207,12 @@ class TrainConfig(_Strict):
                 f"rollout.envs_per_worker ({self.rollout.envs_per_worker}) must be a multiple of "
                 f"algo.group_size ({self.algo.group_size}): each worker runs whole groups"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _grpo_is_single_agent(self) -> TrainConfig:
+        if isinstance(self.algo, GRPOConfig) and self.multiagent is not None:
+            raise ValueError("multiagent: algo grpo trains single-agent environments only; use algo.name ppo")
         return self
 
     def to_yaml(self) -> str:

@@ -44,7 +44,8 @@ SUMS_SUFFIX = ".json"
 SET_ASIDE_SUFFIX = ".damaged"
 # What fixes the shapes of the saved tensors and environment state: a resume keeps them.
 RESUME_FIXED = ("env.id", "env.kwargs", "env.normalize_obs", "env.vectorization",
-                "rollout.envs_per_worker", "model", "algo.name")
+                "rollout.envs_per_worker", "model", "algo.name",
+                "multiagent.mode", "multiagent.policies", "multiagent.agent_onehot")
 
 
 @dataclass

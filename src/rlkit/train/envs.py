@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -18,6 +18,9 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
 from rlkit.config import EnvConfig
 from rlkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rlkit.train.pettingzoo_env import MultiAgentSpec
 
 SINGLE_AGENT = "agent_0"
 
@@ -44,6 +47,8 @@ class EnvSpec:
     agents: dict[str, PolicySpec]
     """Agent id -> that agent's spaces, in the environment's agent order."""
     max_episode_steps: int | None
+    multi: MultiAgentSpec | None = None
+    """A PettingZoo environment's full description (API, spaces, global state); None for gymnasium."""
 
 
 def _policy_spec(env_id: str, obs_space: gym.Space, act_space: gym.Space, algo: str) -> PolicySpec:
@@ -66,11 +71,6 @@ def _policy_spec(env_id: str, obs_space: gym.Space, act_space: gym.Space, algo: 
 
 
 def _check_env_id(env_id: str) -> None:
-    if ":" in env_id:
-        raise ConfigError(
-            f"env.id {env_id}: PettingZoo (module:env) environments are not supported by rlkit train yet",
-            "use a gymnasium id such as CartPole-v1",
-        )
     if env_id in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
@@ -115,6 +115,13 @@ def make_vector_env(cfg: EnvConfig, num_envs: int) -> VectorEnv:
 
 def probe(cfg: EnvConfig, algo: str) -> EnvSpec:
     """Build one env to learn its spaces; raises ConfigError for what rlkit cannot train."""
+    from rlkit.train import pettingzoo_env
+
+    if pettingzoo_env.is_pettingzoo_id(cfg.id):
+        multi = pettingzoo_env.probe(cfg.id, cfg.kwargs)
+        agents = {a: _policy_spec(cfg.id, pettingzoo_env.policy_observation(o)[0], act, algo)
+                  for a, (o, act) in multi.spaces.items()}
+        return EnvSpec(cfg.id, agents, None, multi)
     env = make_env(cfg)
     try:
         spec = _policy_spec(cfg.id, env.observation_space, env.action_space, algo)

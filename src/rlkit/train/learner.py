@@ -21,7 +21,8 @@ from rlkit.train.algos.base import Algorithm, make_algorithm
 from rlkit.train.envs import PolicySpec
 from rlkit.train.normalize import RunningMeanStd
 from rlkit.train.optim import FlatAdam
-from rlkit.train.rollout import Fragment, PolicyCopy, Published
+from rlkit.train.policies import PolicyCopy, Published
+from rlkit.train.rollout import Fragment
 from rlkit.train.torch_model import ActorCritic
 
 

@@ -297,6 +297,13 @@ class MultiAgentSpec:
     def types(self) -> dict[str, tuple[str, ...]]:
         return group_by_type(self.agents)
 
+    @property
+    def state_dim(self) -> int:
+        """The width of the global state: ``state()``, else every agent's flat observation side by side."""
+        if self.state_shape is not None:
+            return int(np.prod(self.state_shape))
+        return sum(int(np.prod(policy_observation(self.spaces[a][0])[0].shape)) for a in self.agents)
+
 
 def _state_shape(env: Any) -> tuple[int, ...] | None:
     space = getattr(env, "state_space", None)

@@ -9,13 +9,37 @@ weight dict, so the numpy log-probabilities match torch's to float precision.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from rlkit.config import ModelConfig
 from rlkit.train.envs import PolicySpec
+from rlkit.train.normalize import RunningMeanStd
 
 Weights = dict[str, np.ndarray]
+
+
+@dataclass
+class PolicyCopy:
+    """What an actor holds of one policy."""
+
+    version: int
+    """That policy's updates so far: an actor reloads a policy only when it changed."""
+    weights: Weights
+    obs_norm: RunningMeanStd | None
+
+
+@dataclass
+class Published:
+    """Every policy of one version, put in the object store once and read by every actor."""
+
+    version: int
+    policies: dict[str, PolicyCopy]
+    critic: PolicyCopy | None = None
+    """mappo: the central critic (its weights' keys are ``critic.*``, read by ``NumpyPolicy.value``)."""
+    opponents: dict[int, PolicyCopy] = field(default_factory=dict)
+    """self_play: the pool's frozen snapshots by snapshot id, oldest first."""
 
 
 def _activation(name: str):

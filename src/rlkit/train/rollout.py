@@ -21,7 +21,7 @@ from rlkit.train.agents import AgentMapping
 from rlkit.train.algos.base import Collection
 from rlkit.train.envs import SINGLE_AGENT, env_factory, make_vector_env
 from rlkit.train.normalize import RunningMeanStd
-from rlkit.train.policies import NumpyPolicy, Weights
+from rlkit.train.policies import NumpyPolicy, PolicyCopy, Published
 
 Batch = dict[str, np.ndarray]
 
@@ -39,24 +39,6 @@ class Fragment:
     obs_stats: dict[str, RunningMeanStd] | None = None
     peak_rss_mb: float = 0.0
     """The actor process's peak resident memory so far."""
-
-
-@dataclass
-class PolicyCopy:
-    """What an actor holds of one policy."""
-
-    version: int
-    """That policy's updates so far: an actor reloads a policy only when it changed."""
-    weights: Weights
-    obs_norm: RunningMeanStd | None
-
-
-@dataclass
-class Published:
-    """Every policy of one version, put in the object store once and read by every actor."""
-
-    version: int
-    policies: dict[str, PolicyCopy]
 
 
 def peak_rss_mb() -> float:
