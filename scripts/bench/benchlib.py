@@ -4,20 +4,26 @@ Children (child_sb3.py, child_rllib.py) report to the parent with ``emit``:
 one line ``@bench {json}`` on stdout per event, stamped with ``time.time()``
 so the parent can measure from just before it spawned the child.
 
-The parent watches a child's process tree with ``ProcWatch``: the peak
-resident memory (VmHWM) of the driver and of every rollout-actor process,
-read from /proc, so every framework is measured the same way from outside.
+The parent runs each child with ``run_child``: from just before the spawn
+to its exit, watching its process tree with ``ProcWatch`` (the peak resident
+memory, VmHWM, of the driver and of every rollout-actor process, read from
+/proc), so every framework is timed and measured the same way from outside.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
+import signal
+import statistics
+import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MARK = "@bench "
@@ -134,3 +140,116 @@ class ProcWatch:
     def leftovers(self) -> list[int]:
         """Processes of this child's tree still alive (same pid and start time: never a reused pid)."""
         return [pid for pid, started in self.seen.items() if (st := _stat(pid)) and st[1] == started]
+
+
+@dataclass
+class Child:
+    """One child process, as the parent saw it."""
+
+    t0: float
+    """time.time() just before the spawn: what every child timestamp is measured from."""
+    out: list[str]
+    """Its stdout, line by line."""
+    exit_code: int | None
+    capped: bool
+    """It ran past the wall cap and was stopped."""
+    wall_s: float
+    """Spawn to exit."""
+    driver_peak_mb: float | None
+    actor_peak_mb: list[float] = field(default_factory=list)
+    load_before: float = 0.0
+    load_after: float = 0.0
+    stderr: str = ""
+    """The name of its stderr log."""
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Ctrl-C the child's process group (it may save and report), then kill it."""
+    for sig, grace in ((signal.SIGINT, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=grace)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_child(cmd: list[str], *, stem: str, logs: Path, cap: float, actor_title: str | None,
+              torch_threads: int, cwd: Path) -> Child:
+    """Run ``cmd`` in a session of its own until it exits or ``cap`` seconds pass; logs go to ``logs/stem.*``.
+
+    The child always starts a fresh local Ray (RAY_ADDRESS is dropped), finds
+    benchlib on PYTHONPATH, and gets ``torch_threads`` OMP/MKL threads (0:
+    torch's default). Processes of its tree that outlive it are killed.
+    """
+    here = Path(__file__).resolve().parent
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(here)
+    if torch_threads:
+        env.update(OMP_NUM_THREADS=str(torch_threads), MKL_NUM_THREADS=str(torch_threads))
+    load_before = os.getloadavg()[0]
+    out: list[str] = []
+    with (logs / f"{stem}.stderr").open("w") as log:
+        t0 = time.time()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=cwd, env=env,
+                                start_new_session=True)
+        watch = ProcWatch(proc.pid, actor_title)
+        reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
+        reader.start()
+        capped = False
+        try:
+            proc.wait(timeout=cap)
+        except subprocess.TimeoutExpired:
+            capped = True
+            _stop(proc)
+        wall_s = round(time.time() - t0, 2)
+        reader.join()
+        (logs / f"{stem}.stdout").write_text("".join(out))
+        watch.stop()
+        deadline = time.time() + 10  # Ray's own processes may take a moment to exit
+        while (left := watch.leftovers()) and time.time() < deadline:
+            time.sleep(0.2)
+        for pid in left:  # a process of this run that outlived its driver
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return Child(t0, out, proc.returncode, capped, wall_s, round(watch.driver_mb, 1) or None,
+                 sorted(round(v, 1) for v in watch.actor_mb.values()), load_before, os.getloadavg()[0],
+                 log.name)
+
+
+# ------------------------------------------------------------- the reports
+
+def median(values: list[float | None], missing_is_inf: bool = False) -> float | None:
+    """The median of the values given; with ``missing_is_inf`` a None (a run that never got there) counts as infinite."""
+    vals = [math.inf if v is None else v for v in values] if missing_is_inf else [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0 or (math.isinf(a) and math.isinf(b)):
+        return None
+    return a / b
+
+
+def fmt(v: object, digits: int = 0, inf: str = "unsolved") -> str:
+    """A table cell: thousands separators, ``-`` for none, ``inf`` for an infinite median."""
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return inf
+    return f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def finite(obj: object) -> object:
+    """JSON has no infinity: an infinite median or ratio is written as null."""
+    if isinstance(obj, float) and math.isinf(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj

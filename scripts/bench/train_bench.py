@@ -5,6 +5,11 @@ time from process start includes imports and Ray's start-up:
 
     python scripts/bench/train_bench.py --seeds 3 [--frameworks rlkit,sb3,rllib]
         [--budget-steps N] [--wall-cap 900] [--json out.json]
+        [--rlkit-variant NAME=PATH/TO/rlkit ...]
+
+``--rlkit-variant`` runs another rlkit install (another checkout's venv) as
+one more framework, interleaved with the rest seed by seed, so a change can
+be measured before and after in the same run.
 
 Run it with rlkit's venv (.venv/bin/python); the peers run with
 --peer-python (default scripts/bench/.venv/bin/python, made by
@@ -17,17 +22,13 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchlib import ProcWatch, parse_events
+from benchlib import finite, fmt, median, parse_events, ratio, run_child
 from ceiling import ceiling, layout
 
 HERE = Path(__file__).resolve().parent
@@ -63,13 +64,16 @@ class Run:
 
 # ------------------------------------------------------------ the frameworks
 
-def rlkit_cmd(args: argparse.Namespace, seed: int, tmp: Path) -> list[str]:
-    cmd = [args.rlkit, "train", args.rlkit_config, "--json", "--quiet",
-           "--set", f"seed={seed}", "--set", f"runs_dir={tmp}"]
-    if args.budget_steps:
-        cmd += ["--set", f"stop.total_steps={args.budget_steps}"]
-    for item in args.rlkit_set:
-        cmd += ["--set", item]
+def rlkit_cmd(exe: str | None = None):
+    """``rlkit train``, of the install ``exe`` (default: ``--rlkit``)."""
+    def cmd(args: argparse.Namespace, seed: int, tmp: Path) -> list[str]:
+        out = [exe or args.rlkit, "train", args.rlkit_config, "--json", "--quiet",
+               "--set", f"seed={seed}", "--set", f"runs_dir={tmp}"]
+        if args.budget_steps:
+            out += ["--set", f"stop.total_steps={args.budget_steps}"]
+        for item in args.rlkit_set:
+            out += ["--set", item]
+        return out
     return cmd
 
 
@@ -119,7 +123,7 @@ def read_peer(run: Run, t0: float, out: list[str]) -> None:
 
 FRAMEWORKS = {
     # name: (command, reader, title of its rollout-actor processes; None: no separate actors)
-    "rlkit": (rlkit_cmd, read_rlkit, "ray::RolloutWorker"),
+    "rlkit": (rlkit_cmd(), read_rlkit, "ray::RolloutWorker"),
     "sb3": (peer_cmd("child_sb3.py"), read_peer, None),
     "rllib": (peer_cmd("child_rllib.py"), read_peer, "ray::SingleAgentEnvRunner"),
 }
@@ -127,60 +131,18 @@ FRAMEWORKS = {
 
 # ------------------------------------------------------------------ one run
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Ctrl-C the child's process group (it may save and report), then kill it."""
-    for sig, grace in ((signal.SIGINT, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=grace)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def run_one(name: str, seed: int, args: argparse.Namespace, logs: Path) -> Run:
-    make_cmd, read, actor_title = FRAMEWORKS[name]
-    run = Run(name, seed, load_before=os.getloadavg()[0])
+def run_one(name: str, seed: int, args: argparse.Namespace, logs: Path, frameworks: dict = FRAMEWORKS) -> Run:
+    make_cmd, read, actor_title = frameworks[name]
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # always a fresh local Ray
-    env["PYTHONPATH"] = str(HERE)
-    if args.torch_threads:
-        env.update(OMP_NUM_THREADS=str(args.torch_threads), MKL_NUM_THREADS=str(args.torch_threads))
-    log = (logs / f"{name}-seed{seed}.stderr").open("w")
-    out: list[str] = []
-    t0 = time.time()
-    proc = subprocess.Popen(make_cmd(args, seed, tmp), stdout=subprocess.PIPE, stderr=log, text=True,
-                            cwd=REPO, env=env, start_new_session=True)
-    watch = ProcWatch(proc.pid, actor_title)
-    reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
-    reader.start()
+    child = run_child(make_cmd(args, seed, tmp), stem=f"{name}-seed{seed}", logs=logs, cap=args.wall_cap,
+                      actor_title=actor_title, torch_threads=args.torch_threads, cwd=REPO)
+    run = Run(name, seed, process_wall_s=child.wall_s, driver_peak_mb=child.driver_peak_mb,
+              actor_peak_mb=child.actor_peak_mb, exit_code=child.exit_code, capped=child.capped,
+              load_before=child.load_before, load_after=child.load_after)
     try:
-        proc.wait(timeout=args.wall_cap)
-    except subprocess.TimeoutExpired:
-        run.capped = True
-        _stop(proc)
-    run.process_wall_s = round(time.time() - t0, 2)
-    reader.join()
-    (logs / f"{name}-seed{seed}.stdout").write_text("".join(out))
-    watch.stop()
-    deadline = time.time() + 10  # Ray's own processes may take a moment to exit
-    while (left := watch.leftovers()) and time.time() < deadline:
-        time.sleep(0.2)
-    for pid in left:  # a process of this run that outlived its driver
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    log.close()
-    run.exit_code, run.load_after = proc.returncode, os.getloadavg()[0]
-    run.driver_peak_mb = round(watch.driver_mb, 1) or None
-    run.actor_peak_mb = sorted(round(v, 1) for v in watch.actor_mb.values())
-    try:
-        read(run, t0, out)
+        read(run, child.t0, child.out)
     except (ValueError, KeyError, OSError) as err:
-        run.error = f"{type(err).__name__}: {err}; see {log.name}"
+        run.error = f"{type(err).__name__}: {err}; see {child.stderr}"
     if run.solved and run.time_to_475_s > args.wall_cap:
         run.solved = False
     shutil.rmtree(tmp, ignore_errors=True)
@@ -189,12 +151,9 @@ def run_one(name: str, seed: int, args: argparse.Namespace, logs: Path) -> Run:
 
 # ------------------------------------------------------------------ summary
 
-def _median(values: list[float | None], missing_is_inf: bool = False) -> float | None:
-    vals = [float("inf") if v is None else v for v in values] if missing_is_inf else [v for v in values if v is not None]
-    return statistics.median(vals) if vals else None
-
-
-def summarize(runs: list[Run], frameworks: list[str], ceiling_sps: float | None) -> dict[str, object]:
+def summarize(runs: list[Run], frameworks: list[str], ceiling_sps: float | None,
+              variants: tuple[str, ...] = ()) -> dict[str, object]:
+    """Medians per framework, and each rlkit's (``rlkit`` and every variant's) ratios over every other framework's."""
     rows = {}
     for name in frameworks:
         mine = [r for r in runs if r.framework == name]
@@ -202,30 +161,25 @@ def summarize(runs: list[Run], frameworks: list[str], ceiling_sps: float | None)
         rows[name] = {
             "solved": sum(r.solved for r in mine), "runs": len(mine),
             # An unsolved run counts as infinitely slow, so the median is honest.
-            "time_to_475_s": _median([r.time_to_475_s if r.solved else None for r in mine], True),
-            "steps_at_475": _median([r.steps_at_475 if r.solved else None for r in mine], True),
-            "sps": _median([r.sps for r in mine]),
-            "startup_s": _median([r.startup_s for r in mine]),
-            "driver_peak_mb": _median([r.driver_peak_mb for r in mine]),
+            "time_to_475_s": median([r.time_to_475_s if r.solved else None for r in mine], True),
+            "steps_at_475": median([r.steps_at_475 if r.solved else None for r in mine], True),
+            "sps": median([r.sps for r in mine]),
+            "startup_s": median([r.startup_s for r in mine]),
+            "driver_peak_mb": median([r.driver_peak_mb for r in mine]),
             "actor_peak_mb_max": max(actors) if actors else None,
         }
-    ratios: dict[str, dict[str, float | None]] = {}
+    mine_all = [f for f in frameworks if f == "rlkit" or f in variants]
+    peers = [f for f in frameworks if f not in mine_all]
+    ratios: dict[str, dict[str, dict[str, float | None]]] = {}
+    for me in mine_all:
+        ratios[me] = {peer: {"time_to_475": ratio(rows[me]["time_to_475_s"], rows[peer]["time_to_475_s"]),
+                             "sps": ratio(rows[me]["sps"], rows[peer]["sps"])}
+                      for peer in frameworks if peer != me}
+    summary = {"frameworks": rows, "ratios": ratios, "ceiling_sps": ceiling_sps}
     if "rlkit" in rows:
-        me = rows["rlkit"]
-        for peer in (f for f in frameworks if f != "rlkit"):
-            ratios[peer] = {"time_to_475": _ratio(me["time_to_475_s"], rows[peer]["time_to_475_s"]),
-                            "sps": _ratio(me["sps"], rows[peer]["sps"])}
-    summary = {"frameworks": rows, "rlkit_vs": ratios, "ceiling_sps": ceiling_sps}
-    if "rlkit" in rows:
-        summary["rlkit_fraction_of_ceiling"] = _ratio(rows["rlkit"]["sps"], ceiling_sps)
-        summary["targets"] = targets(rows)
+        summary["rlkit_fraction_of_ceiling"] = ratio(rows["rlkit"]["sps"], ceiling_sps)
+        summary["targets"] = targets({name: rows[name] for name in ["rlkit", *peers]})
     return summary
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b == 0 or (a == float("inf") and b == float("inf")):
-        return None
-    return a / b
 
 
 def targets(rows: dict[str, dict]) -> dict[str, dict[str, object]]:
@@ -235,7 +189,7 @@ def targets(rows: dict[str, dict]) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     if faster is not None and me["time_to_475_s"] is not None:
         out["time_to_475 <= 0.5 x faster peer"] = {
-            "value": _ratio(me["time_to_475_s"], faster), "limit": TARGETS["time_ratio"],
+            "value": ratio(me["time_to_475_s"], faster), "limit": TARGETS["time_ratio"],
             "pass": me["time_to_475_s"] <= TARGETS["time_ratio"] * faster}
     if "sb3" in rows and me["sps"] and rows["sb3"]["sps"]:
         value = me["sps"] / rows["sb3"]["sps"]
@@ -244,14 +198,6 @@ def targets(rows: dict[str, dict]) -> dict[str, dict[str, object]]:
         out["rollout actor <= 300 MB"] = {"value": me["actor_peak_mb_max"], "limit": TARGETS["actor_mb"],
                                           "pass": me["actor_peak_mb_max"] <= TARGETS["actor_mb"]}
     return out
-
-
-def _fmt(v: object, digits: int = 0) -> str:
-    if v is None:
-        return "-"
-    if v == float("inf"):
-        return "unsolved"
-    return f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
 
 
 def print_report(runs: list[Run], summary: dict, cap: float) -> None:
@@ -264,8 +210,8 @@ def print_report(runs: list[Run], summary: dict, cap: float) -> None:
                 "driver peak MB", "max actor peak MB"):
         t.add_column(col, justify="left" if col == "framework" else "right")
     for name, r in summary["frameworks"].items():
-        t.add_row(name, f"{r['solved']}/{r['runs']}", _fmt(r["time_to_475_s"], 1), _fmt(r["steps_at_475"]),
-                  _fmt(r["sps"]), _fmt(r["startup_s"], 1), _fmt(r["driver_peak_mb"]), _fmt(r["actor_peak_mb_max"]))
+        t.add_row(name, f"{r['solved']}/{r['runs']}", fmt(r["time_to_475_s"], 1), fmt(r["steps_at_475"]),
+                  fmt(r["sps"]), fmt(r["startup_s"], 1), fmt(r["driver_peak_mb"]), fmt(r["actor_peak_mb_max"]))
     console.print(t)
 
     per = Table(title="Per run")
@@ -274,22 +220,23 @@ def print_report(runs: list[Run], summary: dict, cap: float) -> None:
         per.add_column(col, justify="left" if col in ("framework", "note") else "right")
     for r in runs:
         note = r.error or ("wall cap" if r.capped else "" if r.exit_code == 0 else f"exit {r.exit_code}")
-        per.add_row(r.framework, str(r.seed), "yes" if r.solved else "no", _fmt(r.time_to_475_s, 1),
-                    _fmt(r.steps_at_475), _fmt(r.steps), _fmt(r.train_wall_s, 1), _fmt(r.sps),
-                    _fmt(r.startup_s, 1), _fmt(r.driver_peak_mb), " ".join(_fmt(m) for m in r.actor_peak_mb) or "-",
+        per.add_row(r.framework, str(r.seed), "yes" if r.solved else "no", fmt(r.time_to_475_s, 1),
+                    fmt(r.steps_at_475), fmt(r.steps), fmt(r.train_wall_s, 1), fmt(r.sps),
+                    fmt(r.startup_s, 1), fmt(r.driver_peak_mb), " ".join(fmt(m) for m in r.actor_peak_mb) or "-",
                     f"{r.load_before:.1f}->{r.load_after:.1f}", note)
     console.print(per)
 
-    for peer, ratio in summary["rlkit_vs"].items():
-        console.print(f"rlkit / {peer}: time-to-475 {_fmt(ratio['time_to_475'], 2)}, "
-                      f"end-to-end SPS {_fmt(ratio['sps'], 2)}")
+    for me, vs in summary["ratios"].items():
+        for peer, r in vs.items():
+            console.print(f"{me} / {peer}: time-to-475 {fmt(r['time_to_475'], 2)}, "
+                          f"end-to-end SPS {fmt(r['sps'], 2)}")
     if summary["ceiling_sps"]:
         console.print(f"ceiling (rlkit's rollout layout stepping its own vector env, random actions, no learning): "
                       f"{summary['ceiling_sps']:,.0f} env steps/s; rlkit end-to-end SPS is "
-                      f"{_fmt(summary.get('rlkit_fraction_of_ceiling'), 3)} of it")
+                      f"{fmt(summary.get('rlkit_fraction_of_ceiling'), 3)} of it")
     for target, res in summary.get("targets", {}).items():
         verdict = "[green]PASS[/]" if res["pass"] else "[red]FAIL[/]"
-        console.print(f"{verdict} {target}: {_fmt(res['value'], 2)} (limit {res['limit']:g})")
+        console.print(f"{verdict} {target}: {fmt(res['value'], 2)} (limit {res['limit']:g})")
 
 
 # --------------------------------------------------------------------- main
@@ -311,13 +258,25 @@ def main() -> None:
     p.add_argument("--rlkit-config", default=str(CONFIG), help="rlkit's config (default: the shipped default)")
     p.add_argument("--rlkit-set", action="append", default=[], metavar="KEY=VALUE",
                    help="an override for rlkit's config (repeatable), to compare settings")
+    p.add_argument("--rlkit-variant", action="append", default=[], metavar="NAME=PATH",
+                   help="another rlkit install's rlkit executable (e.g. another checkout's .venv/bin/rlkit), "
+                        "run as framework NAME with the same config and overrides (repeatable); "
+                        "a variant --frameworks does not name runs after the others")
     p.add_argument("--logs", default=None, help="folder for each child's stderr (default: a temp folder)")
     p.add_argument("--json", default=None, help="write every raw number here")
     args = p.parse_args()
+    table = dict(FRAMEWORKS)
+    for item in args.rlkit_variant:
+        name, sep, exe = item.partition("=")
+        if not sep or not name or name in FRAMEWORKS or not os.access(exe, os.X_OK):
+            p.error(f"--rlkit-variant {item}: give NAME=PATH, a new name and an executable rlkit")
+        table[name] = (rlkit_cmd(exe), read_rlkit, "ray::RolloutWorker")
+    variants = tuple(name for name in table if name not in FRAMEWORKS)
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
-    unknown = set(frameworks) - set(FRAMEWORKS)
+    frameworks += [v for v in variants if v not in frameworks]
+    unknown = set(frameworks) - set(table)
     if unknown:
-        p.error(f"unknown framework(s) {', '.join(sorted(unknown))}; choose from {', '.join(FRAMEWORKS)}")
+        p.error(f"unknown framework(s) {', '.join(sorted(unknown))}; choose from {', '.join(table)}")
     logs = Path(args.logs or tempfile.mkdtemp(prefix="train-bench-logs-"))
     logs.mkdir(parents=True, exist_ok=True)
 
@@ -330,29 +289,18 @@ def main() -> None:
     # Seed-major order: drifts in the machine's load fall on every framework alike.
     for seed in range(1, args.seeds + 1):
         for name in frameworks:
-            run = run_one(name, seed, args, logs)
+            run = run_one(name, seed, args, logs, table)
             runs.append(run)
-            print(f"{name} seed {seed}: solved={run.solved} time={_fmt(run.time_to_475_s, 1)} s "
-                  f"steps={_fmt(run.steps)} sps={_fmt(run.sps)} load={run.load_before:.1f}"
+            print(f"{name} seed {seed}: solved={run.solved} time={fmt(run.time_to_475_s, 1)} s "
+                  f"steps={fmt(run.steps)} sps={fmt(run.sps)} load={run.load_before:.1f}"
                   + (f" ({run.error})" if run.error else ""), file=sys.stderr)
-    summary = summarize(runs, frameworks, ceil["median_sps"] if ceil else None)
+    summary = summarize(runs, frameworks, ceil["median_sps"] if ceil else None, variants)
     print_report(runs, summary, args.wall_cap)
     print(f"child logs: {logs}; bench wall {time.time() - started:,.0f} s", file=sys.stderr)
     if args.json:
         raw = {"args": vars(args), "cpu_count": os.cpu_count(), "ceiling": ceil,
                "runs": [asdict(r) for r in runs], "summary": summary}
-        Path(args.json).write_text(json.dumps(_finite(raw), indent=2, default=str) + "\n")
-
-
-def _finite(obj: object) -> object:
-    """JSON has no infinity: an unsolved median or ratio is written as null."""
-    if isinstance(obj, float) and obj == float("inf"):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
+        Path(args.json).write_text(json.dumps(finite(raw), indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":
