@@ -172,17 +172,18 @@ def untrained_player(env_id: str, seed: int) -> Player:
     return policy_player(mapping, pid, policy, None, config.env.clip_obs)
 
 
-@pytest.mark.parametrize("env_id", [TICTACTOE, CONNECT_FOUR])
-def test_a_masked_policy_player_never_plays_an_illegal_move(env_id: str) -> None:
+# 3,000 games in all; connect_four's are the longer ones.
+@pytest.mark.parametrize(("env_id", "games_per_seat"), [(TICTACTOE, 1000), (CONNECT_FOUR, 500)])
+def test_a_masked_policy_player_never_plays_an_illegal_move(env_id: str, games_per_seat: int) -> None:
     factory = pz.env_factory(pz.resolve(env_id))
     player = untrained_player(env_id, seed=3)
     # play_match raises on an illegal move; pettingzoo alone would only end the game as a loss.
-    result = play_match(factory, player, random_player(np.random.default_rng(0)), games_per_seat=1000, seed=0)
-    assert result.first.games == result.second.games == 1000
+    result = play_match(factory, player, random_player(np.random.default_rng(0)), games_per_seat, seed=0)
+    assert result.first.games == result.second.games == games_per_seat
     # The same policy blind to the mask soon picks an occupied square or a full column, and is caught.
     blind = lambda obs, _mask, seat: player(obs, None, seat)  # noqa: E731
     with pytest.raises(RuntimeError, match="illegal action"):
-        play_match(factory, blind, random_player(np.random.default_rng(0)), games_per_seat=1000, seed=0)
+        play_match(factory, blind, random_player(np.random.default_rng(0)), games_per_seat, seed=0)
 
 
 def test_policy_player_sees_its_seat_as_the_one_hot_slot() -> None:
