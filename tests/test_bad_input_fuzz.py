@@ -62,7 +62,7 @@ OPTIONS = {
     "env": ["--unset", "--json"],
     "teardown": ["--all", "--json"],
     "train": ["--set", "--name", "--resume", "--device", "--quiet", "--json"],
-    "eval": ["--episodes", "-n", "--json"],
+    "eval": ["--episodes", "-n", "--opponent", "--json"],
     "sweep": ["--set", "--cluster", "-c", "--all", "--name", "--resume", "--quiet", "--json"],
     "check": ["--all", "--expect", "--json", "--timeout"],
     "(none)": ["--version", "-x", "launch", "nosuch"],

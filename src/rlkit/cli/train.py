@@ -79,18 +79,38 @@ def train(
 
 def evaluate(
     target: Path = typer.Argument(..., help="A run directory or a checkpoint file."),
-    episodes: int = typer.Option(10, "--episodes", "-n", min=1, max=100_000, help="Episodes to run."),
+    episodes: int = typer.Option(10, "--episodes", "-n", min=1, max=100_000,
+                                 help="Episodes to run (two-seat games: games per seat)."),
+    opponent: Optional[str] = typer.Option(
+        None, "--opponent",
+        help="Two-seat games: random (the default), or a run directory or checkpoint of the same game."),
     json_: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Mean and std return of a trained policy, acting deterministically.
+    """Evaluate a trained run, acting deterministically: its return, each policy's and the
+    team's return (multi-agent), or win/draw/loss rates as first and second player (games).
 
     Example: [bold]rlkit eval runs/ppo_cartpole-20261123-101500 --episodes 20[/]
+    or [bold]rlkit eval runs/selfplay_tictactoe-20261123-101500 --opponent random -n 200[/]
     """
+    from rlkit.train.evaluate import GameEvalResult, MultiAgentEvalResult
     from rlkit.train.evaluate import evaluate as run_eval
 
-    result = run_eval(target, episodes, notify=output.note)
+    result = run_eval(target, episodes, notify=output.note, opponent=opponent)
     if json_:
         output.print_json(result.to_dict())
+    elif isinstance(result, GameEvalResult):
+        first, second = result.first, result.second
+        output.console.print(
+            f"vs {result.opponent}, {result.games_per_seat} games per seat: "
+            f"as first: win {first.win:.1%}, draw {first.draw:.1%}, loss {first.loss:.1%}; "
+            f"as second: win {second.win:.1%}, draw {second.draw:.1%}, loss {second.loss:.1%}  ({result.checkpoint})"
+        )
+    elif isinstance(result, MultiAgentEvalResult):
+        per_policy = ", ".join(f"{pid} {ret:.2f}" for pid, ret in result.policy_returns.items())
+        output.console.print(
+            f"{result.episodes} episodes: team return {result.team_return:.2f} ± {result.std_team_return:.2f}, "
+            f"length {result.mean_length:.1f}; per policy: {per_policy}  ({result.checkpoint})"
+        )
     else:
         output.console.print(
             f"{result.episodes} episodes: return {result.mean_return:.2f} ± {result.std_return:.2f}, "

@@ -23,7 +23,7 @@ from rlkit.train.normalize import RunningMeanStd
 from rlkit.train.optim import FlatAdam
 from rlkit.train.policies import PolicyCopy, Published
 from rlkit.train.rollout import Fragment
-from rlkit.train.torch_model import ActorCritic
+from rlkit.train.torch_model import ActorCritic, CentralCritic
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -63,6 +63,14 @@ class PolicyState:
         self.version = state["version"]
 
 
+@dataclass
+class CriticState:
+    """mappo's central critic and its optimizer."""
+
+    model: CentralCritic
+    optimizer: FlatAdam
+
+
 class Learner:
     def __init__(self, config: TrainConfig, mapping: AgentMapping, device: torch.device) -> None:
         self.cfg = config
@@ -75,13 +83,20 @@ class Learner:
             torch.set_num_threads(config.learner_threads)
         torch.manual_seed(config.seed)
         self.policies = {pid: self._policy_state(pspec) for pid, pspec in self.mapping.policies.items()}
+        self.critic: CriticState | None = None
+        if mapping.critic_dim is not None:
+            critic = CentralCritic(mapping.critic_dim, config.model).to(device)
+            self.critic = CriticState(critic, FlatAdam(critic, lr=config.algo.lr, eps=1e-5))
+        # Multi-agent policies report under a prefix each; a single-agent run keeps CleanRL's tag names.
+        self.prefixed = mapping.mode != "single" or len(mapping.policies) > 1
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.version = 0
         """The version of the published set of policies: what fragments are tagged with."""
         self.updates = 0
 
     def _policy_state(self, pspec: PolicySpec) -> PolicyState:
-        model = ActorCritic(pspec, self.cfg.model, critic=self.algorithm.collection.critic).to(self.device)
+        own_critic = self.algorithm.collection.critic and self.mapping.critic_dim is None
+        model = ActorCritic(pspec, self.cfg.model, critic=own_critic).to(self.device)
         # Adam with eps=1e-5, CleanRL's setting for PPO.
         optimizer = FlatAdam(model, lr=self.cfg.algo.lr, eps=1e-5)
         obs_rms = RunningMeanStd.zeros((pspec.obs_dim,)) if self.cfg.env.normalize_obs else None
@@ -89,29 +104,42 @@ class Learner:
 
     def publish(self) -> Published:
         """Every policy's numpy weights and normaliser: one object, put in the object store once."""
+        critic = None if self.critic is None else PolicyCopy(self.version, self.critic.model.numpy_weights(), None)
         return Published(self.version, {
             pid: PolicyCopy(s.version, s.model.numpy_weights(), copy.deepcopy(s.obs_rms) if s.obs_rms else None)
             for pid, s in self.policies.items()
-        })
+        }, critic)
 
     def update(self, fragments: list[Fragment], progress: float) -> dict[str, float]:
         """One update of every policy the fragments hold rows of; ``progress`` in [0, 1] drives the schedules."""
         metrics: dict[str, float] = {}
-        # One policy keeps CleanRL's tag names; several get one prefix each.
-        prefixed = len(self.policies) > 1
+        critic_rows: list[dict[str, np.ndarray]] = []
         for pid, state in self.policies.items():
             batches = [frag.batches[pid] for frag in fragments if pid in frag.batches]
             if not batches:
                 continue
             stats = [frag.obs_stats[pid] for frag in fragments if frag.obs_stats and pid in frag.obs_stats]
-            result = self._update_policy(state, batches, stats, progress)
-            metrics.update({f"{pid}/{k}" if prefixed else k: v for k, v in result.items()})
+            result, rows = self._update_policy(state, batches, stats, progress)
+            critic_rows.append(rows)
+            metrics.update({f"{pid}/{k}" if self.prefixed else k: v for k, v in result.items()})
+        if self.critic is not None and critic_rows:
+            metrics.update({f"critic/{k}": v for k, v in self._update_critic(critic_rows, progress).items()})
         self.version += 1
         self.updates += 1
         return metrics
 
+    def _minibatches(self, size: int) -> list[torch.Tensor | None]:
+        # Minibatch epochs over a fresh shuffle each time, in equal parts (the
+        # batch size varies with masked autoreset rows); one whole-batch
+        # minibatch needs no shuffle, its losses being means.
+        splits = min(self.cfg.algo.num_minibatches, size)
+        if splits <= 1:
+            return [None]
+        return list(torch.randperm(size, generator=self.shuffle).to(self.device).tensor_split(splits))
+
     def _update_policy(self, state: PolicyState, batches: list[dict[str, np.ndarray]],
-                       obs_stats: list[RunningMeanStd], progress: float) -> dict[str, float]:
+                       obs_stats: list[RunningMeanStd],
+                       progress: float) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         algorithm, algo = self.algorithm, self.cfg.algo
         if state.obs_rms is not None:
             for stats in obs_stats:
@@ -123,17 +151,9 @@ class Learner:
         clip = algorithm.clip(progress)
         algorithm.prepare(t, state.reference)
 
-        size = len(t["obs"])
-        splits = min(algo.num_minibatches, size)
         history: list[dict[str, torch.Tensor]] = []
         for _epoch in range(algo.update_epochs):
-            # Minibatch epochs over a fresh shuffle each time, in equal parts (the
-            # batch size varies with masked autoreset rows); one whole-batch
-            # minibatch needs no shuffle, its losses being means.
-            minibatches: list[torch.Tensor | None] = [None]
-            if splits > 1:
-                minibatches = list(torch.randperm(size, generator=self.shuffle).to(self.device).tensor_split(splits))
-            for idx in minibatches:
+            for idx in self._minibatches(len(t["obs"])):
                 mb = t if idx is None else {k: v[idx] for k, v in t.items()}
                 loss, stats = algorithm.loss(state.model, mb, clip)
                 state.optimizer.zero_grad()
@@ -151,14 +171,40 @@ class Learner:
         metrics = dict(zip(history[0], means))
         metrics["charts/learning_rate"] = state.optimizer.lr
         metrics["charts/clip_coef"] = clip
-        metrics.update(algorithm.batch_metrics(batch))
+        if state.model.critic is not None:
+            metrics.update(algorithm.batch_metrics(batch))
         state.version += 1
         algorithm.after_update(state.model, state.reference, state.version)
+        return metrics, batch
+
+    def _update_critic(self, parts: list[dict[str, np.ndarray]], progress: float) -> dict[str, float]:
+        """mappo: the central critic's value loss, over every policy's rows together."""
+        assert self.critic is not None
+        algorithm, algo = self.algorithm, self.cfg.algo
+        batch = {k: np.concatenate([p[k] for p in parts]) for k in ("critic_obs", "values", "returns")}
+        t = {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
+        optimizer = self.critic.optimizer
+        optimizer.lr = algorithm.lr(progress)
+        clip = algorithm.clip(progress)
+        losses = []
+        for _epoch in range(algo.update_epochs):
+            for idx in self._minibatches(len(t["values"])):
+                mb = t if idx is None else {k: v[idx] for k, v in t.items()}
+                loss = algorithm.value_loss(self.critic.model.value(mb["critic_obs"]), mb, clip)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.clip_grad_norm(algo.max_grad_norm)
+                optimizer.step()
+                losses.append(loss.detach())
+        metrics = {"losses/value_loss": float(torch.stack(losses).mean())}
+        metrics.update(algorithm.batch_metrics(batch))
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "policies": {pid: s.state_dict() for pid, s in self.policies.items()},
+            "critic": None if self.critic is None else {"model": self.critic.model.state_dict(),
+                                                       "optimizer": self.critic.optimizer.state_dict()},
             "shuffle_rng": self.shuffle.get_state(),
             "torch_rng": torch.get_rng_state(),
             "version": self.version,
@@ -168,6 +214,9 @@ class Learner:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for pid, s in self.policies.items():
             s.load_state_dict(state["policies"][pid])
+        if self.critic is not None:
+            self.critic.model.load_state_dict(state["critic"]["model"])
+            self.critic.optimizer.load_state_dict(state["critic"]["optimizer"])
         self.shuffle.set_state(state["shuffle_rng"])
         torch.set_rng_state(state["torch_rng"])
         self.version = state["version"]

@@ -36,6 +36,8 @@ The cycle is ``decision = stepper.reset()`` once, then repeatedly::
     terminated[p], truncated[p]  bool (N, S): the move was the agent's last in its episode.
     final_obs[p]    float32 (N, S, *obs_shape): on truncated rows, the observation the agent
                     was cut at (bootstrap its value); zeros elsewhere.
+    final_state[p]  float32 (N, S, *state_shape) with ``global_state=True``: on truncated rows, the
+                    global state the agent was cut at (a central critic's bootstrap).
     episodes        the episodes that ended in this step (returns per agent and team).
 
 Parallel environments complete each move in the step that made it. In a turn-based
@@ -98,6 +100,7 @@ class Moves:
     terminated: dict[str, np.ndarray]
     truncated: dict[str, np.ndarray]
     final_obs: dict[str, np.ndarray]
+    final_state: dict[str, np.ndarray] | None
     episodes: list[EpisodeEnd] = field(default_factory=list)
 
 
@@ -252,7 +255,8 @@ class MultiAgentStepper:
         if not self._has_open[p][i, j]:
             return
         out.close(p, i, j, self._open[p], float(self._open_reward[p][i, j]), terminated, truncated,
-                  None if final_raw is None else self._split_obs(final_raw)[0])
+                  None if final_raw is None else self._split_obs(final_raw)[0],
+                  self._env_state(i) if truncated and self.global_state else None)
         self._has_open[p][i, j] = False
         self._open_reward[p][i, j] = 0.0
 
@@ -270,6 +274,8 @@ class MultiAgentStepper:
             acts[agent] = self._env_action(agent, actions[p][i, j])
         observations, rewards, terminations, truncations, _ = env.step(acts)
         self._credit(i, rewards)
+        # The state a truncated agent was cut at is built from these observations.
+        self._current[i] = dict(observations)
         for agent in acts:
             term, trunc = bool(terminations.get(agent, False)), bool(truncations.get(agent, False))
             self._close_move(out, i, agent, term, trunc, observations.get(agent) if trunc else None)
@@ -317,6 +323,13 @@ class MultiAgentStepper:
                 self._reset_env(i)
         return out.build(), self._decision()
 
+    def open_extra(self, p: str, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """Which slots of policy ``p`` have a move still open (a seat waiting for its turn), and the
+        extra ``name`` it was given; a fragment cut there bootstraps from that move's value."""
+        table = self._open.get(p)
+        values = None if table is None else table.arrays.get("x:" + name)
+        return self._has_open[p].copy(), None if values is None else values.copy()
+
     def close(self) -> None:
         for env in self.envs:
             env.close()
@@ -331,7 +344,7 @@ class _Moves:
         self.episodes: list[EpisodeEnd] = []
 
     def close(self, p: str, i: int, j: int, open_moves: _Table, reward: float, terminated: bool,
-              truncated: bool, final_obs: np.ndarray | None) -> None:
+              truncated: bool, final_obs: np.ndarray | None, final_state: np.ndarray | None) -> None:
         rows = self.rows[p]
         for name, arr in open_moves.arrays.items():
             rows.put(name, i, j, arr[i, j])
@@ -341,11 +354,14 @@ class _Moves:
         rows.put("truncated", i, j, truncated)
         if final_obs is not None:
             rows.put("final_obs", i, j, final_obs)
+        if final_state is not None:
+            rows.put("final_state", i, j, final_state)
 
     def build(self) -> Moves:
         s = self.stepper
         valid, obs, action, masks, reward, term, trunc, final = {}, {}, {}, {}, {}, {}, {}, {}
         states: dict[str, np.ndarray] = {}
+        final_states: dict[str, np.ndarray] = {}
         extras: dict[str, dict[str, np.ndarray]] = {}
         for p, agents in s.slots.items():
             shape = (s.n, len(agents))
@@ -369,10 +385,11 @@ class _Moves:
             masks[p] = None if mask_space is None else pick("action_mask", bool, tuple(mask_space.shape))
             if s._last is not None and s._last.state is not None:
                 states[p] = pick("state", np.float32, s._last.state.shape[1:])
+                final_states[p] = pick("final_state", np.float32, s._last.state.shape[1:])
             reward[p] = pick("reward", np.float32, ())
             term[p] = pick("terminated", bool, ())
             trunc[p] = pick("truncated", bool, ())
             final[p] = pick("final_obs", np.float32, obs_shape)
             extras[p] = {name[2:]: pick(name, np.float32, ()) for name in open_arrays if name.startswith("x:")}
         return Moves(valid, obs, action, masks, states if s.global_state else None, extras,
-                     reward, term, trunc, final, self.episodes)
+                     reward, term, trunc, final, final_states if s.global_state else None, self.episodes)

@@ -15,16 +15,18 @@ from ray.exceptions import RayActorError
 from rlkit.config import TrainConfig
 from rlkit.train.algos.base import Collection
 from rlkit.train.agents import AgentMapping
+from rlkit.train.pettingzoo_env import MultiAgentSpec
 from rlkit.train.rollout import Fragment, RolloutWorker
 
 
 class WorkerPool:
     def __init__(self, config: TrainConfig, mapping: AgentMapping, collection: Collection,
-                 placement: Any = None) -> None:
+                 placement: Any = None, multi: MultiAgentSpec | None = None) -> None:
         self.cfg = config
         self.mapping = mapping
         self.collection = collection
         self.placement = placement
+        self.multi = multi
         self.restarts = 0
         self.remote_cls = ray.remote(num_cpus=config.rollout.num_cpus_per_worker)(RolloutWorker)
         self.workers = [self._spawn(i) for i in range(config.rollout.num_workers)]
@@ -37,7 +39,7 @@ class WorkerPool:
         options: dict[str, Any] = {}
         if self.placement is not None:
             options["scheduling_strategy"] = self.placement
-        return self.remote_cls.options(**options).remote(self.cfg, self.mapping, self.collection, index, seed)
+        return self.remote_cls.options(**options).remote(self.cfg, self.mapping, self.collection, index, seed, self.multi)
 
     def _replace(self, index: int) -> None:
         self.restarts += 1

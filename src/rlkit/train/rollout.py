@@ -19,8 +19,10 @@ import numpy as np
 from rlkit.config import TrainConfig
 from rlkit.train.agents import AgentMapping
 from rlkit.train.algos.base import Collection
-from rlkit.train.envs import SINGLE_AGENT, env_factory, make_vector_env
+from rlkit.train.envs import SINGLE_AGENT, PolicySpec, env_factory, make_vector_env
+from rlkit.train.multiagent_rollout import MultiAgentCollector
 from rlkit.train.normalize import RunningMeanStd
+from rlkit.train.pettingzoo_env import MultiAgentSpec
 from rlkit.train.policies import NumpyPolicy, PolicyCopy, Published
 
 Batch = dict[str, np.ndarray]
@@ -39,6 +41,10 @@ class Fragment:
     obs_stats: dict[str, RunningMeanStd] | None = None
     peak_rss_mb: float = 0.0
     """The actor process's peak resident memory so far."""
+    policy_returns: dict[str, list[float]] = field(default_factory=dict)
+    """Multi-agent: per policy, each episode's mean return over that policy's agents."""
+    outcomes: list[Any] = field(default_factory=list)
+    """Self-play: ``selfplay.Outcome`` of each game that ended."""
 
 
 def peak_rss_mb() -> float:
@@ -49,26 +55,36 @@ class RolloutWorker:
     """Owns ``envs_per_worker`` environments and a CPU copy of each policy.
 
     The loop that steps them is chosen once, here: a gymnasium vector env
-    for fixed-length fragments, single envs for episode groups. Both serve
-    the environment's one agent, so they run one policy with no per-step
-    lookups; a multi-agent environment brings a loop of its own that asks
-    ``self.mapping`` which policy acts for each agent.
+    for fixed-length fragments, single envs for episode groups (both serve
+    the environment's one agent with one policy and no per-step lookups), or
+    a PettingZoo environment's loop (``multiagent_rollout``), every policy
+    acting for all its agents at once.
     """
 
     def __init__(self, config: TrainConfig, mapping: AgentMapping, collection: Collection,
-                 worker_index: int, seed: int) -> None:
+                 worker_index: int, seed: int, multi: MultiAgentSpec | None = None) -> None:
         self.cfg = config
         self.worker_index = worker_index
         self.mapping = mapping
-        self.policies = {pid: NumpyPolicy(pspec, config.model, critic=collection.critic)
+        # mappo's policies are actors only: their values come from the central critic.
+        own_critic = collection.critic and mapping.critic_dim is None
+        self.policies = {pid: NumpyPolicy(pspec, config.model, critic=own_critic)
                          for pid, pspec in self.mapping.policies.items()}
         self.obs_norm: dict[str, RunningMeanStd | None] = dict.fromkeys(self.policies)
         self.policy_versions = dict.fromkeys(self.policies, -1)
         self.rng = np.random.default_rng(seed)
         self.version = -1
         self.group_size = collection.group_size
-        self.pid = self.mapping.policy_of[SINGLE_AGENT]
+        self.collector: MultiAgentCollector | None = None
         n = config.rollout.envs_per_worker
+        if multi is not None:
+            self.collector = MultiAgentCollector(config, mapping, multi, self.policies, self.obs_norm, self.rng, seed)
+            if mapping.critic_dim is not None:
+                self.collector.critic = NumpyPolicy(PolicySpec((mapping.critic_dim,), "discrete", 1),
+                                                    config.model, critic=True)
+            self._collect = self._multi_fragment
+            return
+        self.pid = self.mapping.policy_of[SINGLE_AGENT]
         if self.group_size is not None:
             make = env_factory(config.env)
             self.env_list = [make() for _ in range(n)]
@@ -94,7 +110,26 @@ class RolloutWorker:
                     self.policies[pid].load(copy.weights)
                     self.obs_norm[pid] = copy.obs_norm
                     self.policy_versions[pid] = copy.version
+            if self.collector is not None:
+                self._sync_multi(published)
             self.version = published.version
+
+    def _sync_multi(self, published: Published) -> None:
+        collector = self.collector
+        assert collector is not None
+        if published.critic is not None and collector.critic is not None:
+            collector.critic.load(published.critic.weights)
+        if published.opponents.keys() != collector.opponents.keys():
+            pid = next(iter(self.policies))
+            collector.opponents = {}
+            for snapshot, copy in published.opponents.items():
+                policy = NumpyPolicy(self.mapping.policies[pid], self.cfg.model, critic=False)
+                policy.load(copy.weights)
+                collector.opponents[snapshot] = (policy, copy.obs_norm)
+            # A snapshot that left the pool is replaced in the episodes that drew it.
+            gone = ~np.isin(collector.opponent_of, list(collector.opponents))
+            if gone.any() and collector.opponents:
+                collector.opponent_of[gone] = -1
 
     def _normalize(self, obs: np.ndarray, norm: RunningMeanStd | None) -> np.ndarray:
         obs = obs.astype(np.float32).reshape(len(obs), -1)
@@ -109,6 +144,12 @@ class RolloutWorker:
         """Bring the policies up to ``version`` (the ref in ``box``), then collect one fragment."""
         self._sync(box, version)
         return self._collect()
+
+    def _multi_fragment(self) -> Fragment:
+        assert self.collector is not None
+        c = self.collector.fragment()
+        return Fragment(self.worker_index, self.version, c.env_steps, c.batches, c.episode_returns,
+                        c.episode_lengths, c.obs_stats, peak_rss_mb(), c.policy_returns, c.outcomes)
 
     def _fragment(self) -> Fragment:
         """Step every environment ``fragment_length`` times."""
@@ -194,7 +235,12 @@ class RolloutWorker:
 
     def get_state(self) -> bytes | None:
         """Environment, episode and RNG state for an exact resume; None if the envs cannot be pickled."""
-        envs = self.env_list if self.group_size is not None else (self.vec, self.obs, self.ep_return, self.ep_length, self.resetting)
+        if self.collector is not None:
+            envs = self.collector.state()
+        elif self.group_size is not None:
+            envs = self.env_list
+        else:
+            envs = (self.vec, self.obs, self.ep_return, self.ep_length, self.resetting)
         try:
             return pickle.dumps((envs, self.rng.bit_generator.state))
         except Exception:  # an env holding a handle that cannot be pickled
@@ -205,7 +251,9 @@ class RolloutWorker:
         # signature verified as this user's (train/checkpoint.py).
         envs, rng_state = pickle.loads(state)
         self.rng.bit_generator.state = rng_state
-        if self.group_size is not None:
+        if self.collector is not None:
+            self.collector.set_state(envs)
+        elif self.group_size is not None:
             self.env_list = envs
         else:
             self.vec, self.obs, self.ep_return, self.ep_length, self.resetting = envs

@@ -10,7 +10,8 @@ from typing import Any, Callable
 from rlkit.config import TrainConfig
 from rlkit.errors import BadInputError
 from rlkit.train import checkpoint as ckpt
-from rlkit.train.envs import EnvSpec, probe
+from rlkit.train.agents import AgentMapping, build_mapping
+from rlkit.train.envs import probe
 from rlkit.train.rollout import peak_rss_mb
 
 
@@ -68,8 +69,9 @@ def train(
     """
     from rlkit.train.session import ray_session
 
-    # Validate the environment (and an explicit CUDA request) before paying for Ray's start-up.
+    # Validate the environment, the agent mapping (and an explicit CUDA request) before paying for Ray's start-up.
     spec = probe(config.env, config.algo.name)
+    mapping = build_mapping(config, spec)
     if config.device == "cuda":
         from rlkit.train.learner import resolve_device
 
@@ -89,14 +91,14 @@ def train(
     # imported first, as both imports would otherwise queue on the GIL.
     import ray  # noqa: F401
 
-    learner = _Background(lambda: _build_learner(config, spec))
+    learner = _Background(lambda: _build_learner(config, mapping))
     with ray_session(address):
         _check_resources(config)
         from rlkit.train.loop import Iteration, run_loop, save
         from rlkit.train.runlog import RunLog
         from rlkit.train.trainer import Trainer
 
-        trainer = Trainer(config, spec, get_learner=learner.result)
+        trainer = Trainer(config, spec, get_learner=learner.result, mapping=mapping)
         log: RunLog | None = None
         try:
             path = None
@@ -151,9 +153,8 @@ class _Background:
         return self._value
 
 
-def _build_learner(config: TrainConfig, spec: EnvSpec):
+def _build_learner(config: TrainConfig, mapping: AgentMapping):
     import rlkit.train.runlog  # noqa: F401  (its TensorBoard import is paid here too)
-    from rlkit.train.agents import agent_mapping
     from rlkit.train.learner import Learner, resolve_device
 
-    return Learner(config, agent_mapping(spec), resolve_device(config.device))
+    return Learner(config, mapping, resolve_device(config.device))

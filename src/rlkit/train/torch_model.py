@@ -71,3 +71,18 @@ class ActorCritic(nn.Module):
     def numpy_weights(self) -> dict[str, np.ndarray]:
         """Weights for ``NumpyPolicy``: one dict, published once per version."""
         return {k: v.detach().to("cpu", torch.float32).numpy().copy() for k, v in self.state_dict().items()}
+
+
+class CentralCritic(nn.Module):
+    """mappo's one value function of the global state (and the agent's one-hot index)."""
+
+    def __init__(self, in_dim: int, model: ModelConfig) -> None:
+        super().__init__()
+        # Named as ActorCritic's critic, so NumpyPolicy.value reads its weights as they are.
+        self.critic = _mlp(in_dim, model.hidden_sizes, 1, model.activation, 1.0)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic(x).squeeze(-1)
+
+    def numpy_weights(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().to("cpu", torch.float32).numpy().copy() for k, v in self.state_dict().items()}

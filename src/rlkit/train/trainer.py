@@ -13,10 +13,11 @@ import numpy as np
 import ray
 
 from rlkit.config import TrainConfig
-from rlkit.train.agents import agent_mapping
+from rlkit.train.agents import AgentMapping, build_mapping
 from rlkit.train.algos.base import make_algorithm
 from rlkit.train.envs import EnvSpec
 from rlkit.train.learner import Learner, resolve_device
+from rlkit.train.policies import Published
 from rlkit.train.pool import WorkerPool
 from rlkit.train.rollout import Fragment
 
@@ -25,13 +26,21 @@ ROLLING_EPISODES = 100
 
 class Trainer:
     def __init__(self, config: TrainConfig, spec: EnvSpec, placement: Any = None,
-                 get_learner: Callable[[], Learner] | None = None) -> None:
+                 get_learner: Callable[[], Learner] | None = None, mapping: AgentMapping | None = None) -> None:
         """``get_learner`` hands over a learner built elsewhere (``rlkit train`` builds it while Ray starts)."""
         self.cfg = config
+        self.spec = spec
+        self.mapping = mapping or build_mapping(config, spec)
         # Actors first: their processes start while the learner is built or awaited.
-        mapping = agent_mapping(spec)
-        self.pool = WorkerPool(config, mapping, make_algorithm(config.algo).collection, placement)
-        self.learner = get_learner() if get_learner else Learner(config, mapping, resolve_device(config.device))
+        self.pool = WorkerPool(config, self.mapping, make_algorithm(config.algo).collection, placement, spec.multi)
+        self.learner = get_learner() if get_learner else Learner(config, self.mapping, resolve_device(config.device))
+        self.opponents: Any = None
+        """self_play: the ``selfplay.OpponentPool`` of frozen snapshots the learner plays against."""
+        if self.mapping.self_play:
+            from rlkit.train.selfplay import OpponentPool
+
+            self.opponents = OpponentPool(config.multiagent.self_play)
+            self.opponents.admit(self._learner_copy(), 0)
         self.global_step = 0
         self.episodes = 0
         self.dropped = 0
@@ -39,7 +48,17 @@ class Trainer:
         self.actor_peak_rss_mb = 0.0
         self.elapsed_before = 0.0
         self.started = time.perf_counter()
-        self.weights_ref = ray.put(self.learner.publish())
+        self.weights_ref = ray.put(self._publish())
+
+    def _learner_copy(self) -> Any:
+        return self.learner.publish().policies[next(iter(self.mapping.policies))]
+
+    def _publish(self) -> Published:
+        """The learner's policies and, in self-play, the pool's snapshots: one object per version."""
+        published = self.learner.publish()
+        if self.opponents is not None:
+            published.opponents = dict(self.opponents.snapshots)
+        return published
 
     @property
     def elapsed(self) -> float:
@@ -91,13 +110,20 @@ class Trainer:
         """Sample, update once, publish the new version; returns this iteration's metrics."""
         fragments, lags = self._collect()
         metrics = self.learner.update(fragments, self._progress())
+        if self.opponents is not None:
+            metrics.update(self._self_play(fragments))
         # One ray.put per version; actors read it from the object store.
-        self.weights_ref = ray.put(self.learner.publish())
+        self.weights_ref = ray.put(self._publish())
         returns = [r for f in fragments for r in f.episode_returns]
         lengths = [n for f in fragments for n in f.episode_lengths]
         if returns:
+            # Multi-agent runs: the team's return (the learner seat's in self-play); per policy below.
             metrics["charts/episodic_return"] = float(np.mean(returns))
             metrics["charts/episodic_length"] = float(np.mean(lengths))
+        for pid in self.mapping.policies if self.mapping.mode != "single" else ():
+            per_policy = [r for f in fragments for r in f.policy_returns.get(pid, ())]
+            if per_policy:
+                metrics[f"{pid}/charts/episodic_return"] = float(np.mean(per_policy))
         if self.recent_returns:
             metrics["charts/rolling_return"] = float(np.mean(self.recent_returns))
         metrics["charts/SPS"] = self.global_step / max(self.elapsed, 1e-9)
@@ -106,6 +132,31 @@ class Trainer:
         metrics["charts/policy_lag_max"] = float(max(lags))
         metrics["charts/dropped_fragments"] = float(self.dropped)
         metrics["charts/actor_restarts"] = float(self.pool.restarts)
+        return metrics
+
+    def _self_play(self, fragments: list[Fragment]) -> dict[str, float]:
+        """Record the games, let a snapshot join the pool, and now and then play a uniform-random player."""
+        from rlkit.train import games
+
+        pool, cfg = self.opponents, self.cfg.multiagent.self_play
+        updates = self.learner.updates
+        pool.record(o for f in fragments for o in f.outcomes)
+        pool.maybe_admit(updates, self._learner_copy)
+        metrics = pool.metrics()
+        if cfg.random_eval_every and updates % cfg.random_eval_every == 0:
+            from rlkit.train.pettingzoo_env import env_factory
+            from rlkit.train.policies import NumpyPolicy
+
+            pid = next(iter(self.mapping.policies))
+            copy = self._learner_copy()
+            policy = NumpyPolicy(self.mapping.policies[pid], self.cfg.model, critic=False)
+            policy.load(copy.weights)
+            player = games.policy_player(self.mapping, pid, policy, copy.obs_norm, self.cfg.env.clip_obs)
+            rng = np.random.default_rng(self.cfg.seed + updates)
+            assert self.spec.multi is not None
+            result = games.play_match(env_factory(self.spec.multi.ref, self.cfg.env.kwargs), player,
+                                      games.random_player(rng), cfg.random_eval_games, self.cfg.seed + updates)
+            metrics.update(games.random_rates(result))
         return metrics
 
     def stop_reason(self) -> str | None:
@@ -128,6 +179,7 @@ class Trainer:
             "dropped": self.dropped,
             "recent_returns": list(self.recent_returns),
             "elapsed": self.elapsed,
+            "pool": None if self.opponents is None else self.opponents.state_dict(),
         }
 
     def env_states(self) -> list[bytes | None]:
@@ -145,8 +197,10 @@ class Trainer:
         self.dropped = state["dropped"]
         self.recent_returns = deque(state["recent_returns"], maxlen=ROLLING_EPISODES)
         self.elapsed_before = state["elapsed"]
+        if self.opponents is not None:
+            self.opponents.load_state_dict(state["pool"])
         self.started = time.perf_counter()
-        self.weights_ref = ray.put(self.learner.publish())
+        self.weights_ref = ray.put(self._publish())
 
     def close(self) -> None:
         self.pool.shutdown()

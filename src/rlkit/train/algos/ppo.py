@@ -27,8 +27,9 @@ class PPO(Algorithm):
             "obs": b["obs"], "actions": b["actions"], "logprobs": b["logprobs"],
             "values": b["values"], "advantages": adv, "returns": ret,
         }
-        if "action_mask" in b:
-            time_major["action_mask"] = b["action_mask"]
+        for optional in ("action_mask", "critic_obs"):
+            if optional in b:
+                time_major[optional] = b[optional]
         # Flatten [T, N, ...] to [T*N, ...] rows, keeping real transitions only
         # (autoreset rows carry no experience).
         keep = b["valid"].reshape(-1) > 0
@@ -37,7 +38,6 @@ class PPO(Algorithm):
     def loss(self, model: ActorCritic, mb: Tensors, clip: float) -> tuple[torch.Tensor, Tensors]:
         cfg = self.cfg
         new_logprob, entropy = model.log_prob_entropy(mb["obs"], mb["actions"], mb.get("action_mask"))
-        new_value = model.value(mb["obs"])
         ratio, approx_kl, clipfrac = policy_ratio(new_logprob, mb["logprobs"], clip)
 
         adv = mb["advantages"]
@@ -48,24 +48,28 @@ class PPO(Algorithm):
         # Clipped surrogate objective.
         pg_loss = clipped_surrogate(adv, ratio, clip)
 
-        if cfg.clip_vloss:
-            # Value clipping around the rollout-time value estimate.
-            v_clipped = mb["values"] + (new_value - mb["values"]).clamp(-clip, clip)
-            v_loss = 0.5 * torch.max((new_value - mb["returns"]) ** 2, (v_clipped - mb["returns"]) ** 2).mean()
-        else:
-            v_loss = 0.5 * ((new_value - mb["returns"]) ** 2).mean()
-
         # Entropy bonus keeps exploration alive.
         entropy_loss = entropy.mean()
-        loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
+        loss = pg_loss - cfg.ent_coef * entropy_loss
         stats = {
             "losses/policy_loss": pg_loss.detach(),
-            "losses/value_loss": v_loss.detach(),
             "losses/entropy": entropy_loss.detach(),
             "losses/approx_kl": approx_kl,
             "losses/clipfrac": clipfrac,
         }
+        if model.critic is not None:
+            v_loss = self.value_loss(model.value(mb["obs"]), mb, clip)
+            loss = loss + cfg.vf_coef * v_loss
+            stats["losses/value_loss"] = v_loss.detach()
         return loss, stats
+
+    def value_loss(self, new_value: torch.Tensor, mb: Tensors, clip: float) -> torch.Tensor:
+        """The value loss alone: a policy's own critic adds it to the loss, a central critic trains on it."""
+        if self.cfg.clip_vloss:
+            # Value clipping around the rollout-time value estimate.
+            v_clipped = mb["values"] + (new_value - mb["values"]).clamp(-clip, clip)
+            return 0.5 * torch.max((new_value - mb["returns"]) ** 2, (v_clipped - mb["returns"]) ** 2).mean()
+        return 0.5 * ((new_value - mb["returns"]) ** 2).mean()
 
     def batch_metrics(self, rows: Batch) -> dict[str, float]:
         values, returns = rows["values"], rows["returns"]
