@@ -153,6 +153,8 @@ class Child:
     exit_code: int | None
     capped: bool
     """It ran past the wall cap and was stopped."""
+    interrupted: bool
+    """It was still running at ``interrupt_after`` and got its SIGINT."""
     wall_s: float
     """Spawn to exit."""
     driver_peak_mb: float | None
@@ -177,18 +179,25 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def run_child(cmd: list[str], *, stem: str, logs: Path, cap: float, actor_title: str | None,
-              torch_threads: int, cwd: Path) -> Child:
+              torch_threads: int, cwd: Path, interrupt_after: float | None = None) -> Child:
     """Run ``cmd`` in a session of its own until it exits or ``cap`` seconds pass; logs go to ``logs/stem.*``.
 
-    The child always starts a fresh local Ray (RAY_ADDRESS is dropped), finds
-    benchlib on PYTHONPATH, and gets ``torch_threads`` OMP/MKL threads (0:
-    torch's default). Processes of its tree that outlive it are killed.
+    With ``interrupt_after``, the child's main process gets one SIGINT that
+    many seconds after the spawn: a child that stops at its next iteration
+    boundary on Ctrl-C (rlkit train, child_rllib_marl.py) ends its training
+    there and reports. The child always starts a fresh local Ray (RAY_ADDRESS
+    is dropped), finds benchlib on PYTHONPATH, and gets ``torch_threads``
+    OMP/MKL threads (0: torch's default). Processes of its tree that outlive
+    it are killed.
     """
     here = Path(__file__).resolve().parent
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(here)
     if torch_threads:
         env.update(OMP_NUM_THREADS=str(torch_threads), MKL_NUM_THREADS=str(torch_threads))
+    if interrupt_after is not None and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # An ignored SIGINT (nohup) is inherited, and the child would ignore the soft stop.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     load_before = os.getloadavg()[0]
     out: list[str] = []
     with (logs / f"{stem}.stderr").open("w") as log:
@@ -198,9 +207,15 @@ def run_child(cmd: list[str], *, stem: str, logs: Path, cap: float, actor_title:
         watch = ProcWatch(proc.pid, actor_title)
         reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
         reader.start()
-        capped = False
+        capped = interrupted = False
         try:
-            proc.wait(timeout=cap)
+            if interrupt_after is not None:
+                try:
+                    proc.wait(timeout=interrupt_after)
+                except subprocess.TimeoutExpired:
+                    interrupted = True
+                    proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=max(0.0, t0 + cap - time.time()))
         except subprocess.TimeoutExpired:
             capped = True
             _stop(proc)
@@ -216,7 +231,7 @@ def run_child(cmd: list[str], *, stem: str, logs: Path, cap: float, actor_title:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    return Child(t0, out, proc.returncode, capped, wall_s, round(watch.driver_mb, 1) or None,
+    return Child(t0, out, proc.returncode, capped, interrupted, wall_s, round(watch.driver_mb, 1) or None,
                  sorted(round(v, 1) for v in watch.actor_mb.values()), load_before, os.getloadavg()[0],
                  log.name)
 
