@@ -18,6 +18,7 @@ are played but not learned from, and the episode's outcome is reported.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,8 @@ class Collected:
 class MultiAgentCollector:
     def __init__(self, config: TrainConfig, mapping: AgentMapping, multi: MultiAgentSpec,
                  policies: dict[str, NumpyPolicy], obs_norm: dict[str, RunningMeanStd | None],
-                 rng: np.random.Generator, seed: int) -> None:
+                 rng: np.random.Generator, seed: int, env_fn: Callable[[], Any] | None = None) -> None:
+        """``env_fn`` builds one environment copy; by default the one ``multi`` names, with ``env.kwargs``."""
         self.cfg = config
         self.mapping = mapping
         self.policies = policies
@@ -66,7 +68,7 @@ class MultiAgentCollector:
         # A central critic's row of agent a is column agents.index(a) of critic_input.
         self.agent_index = {p: np.array([multi.agents.index(a) for a in slots])
                             for p, slots in mapping.slots.items()}
-        self.stepper = MultiAgentStepper(multi, env_factory(multi.ref, config.env.kwargs), self.n,
+        self.stepper = MultiAgentStepper(multi, env_fn or env_factory(multi.ref, config.env.kwargs), self.n,
                                          mapping.slots, seed, global_state=self.central)
         self.decision = self.stepper.reset()
         self.opponents: dict[int, tuple[NumpyPolicy, RunningMeanStd | None]] = {}

@@ -2,8 +2,8 @@
 
 For a rollout actor (RolloutWorker). Built with ``MultiAgentStepper(spec,
 env_fn, num_envs, slots, seed)``: ``spec`` from ``pettingzoo_env.probe``, ``env_fn`` from
-``pettingzoo_env.env_factory``, ``slots`` what ``pettingzoo_env.check_policy_mapping``
-returns (policy -> its agents). Each
+``pettingzoo_env.env_factory``, ``slots`` the agent mapping's (``AgentMapping.slots``:
+policy -> its agents). Each
 policy has S fixed agent slots (its agents, in the environment's order), so
 every array below is indexed ``[env, slot]``; shapes are per policy ``p``.
 

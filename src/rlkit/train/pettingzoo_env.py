@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from gymnasium import spaces
 
-from rlkit.errors import BadInputError, ConfigError
+from rlkit.errors import ConfigError
 
 Api = Literal["parallel", "aec"]
 
@@ -48,7 +48,6 @@ _GONE = {
     "waterworld": "waterworld was removed from pettingzoo in 1.27",
 }
 _ENV_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*_v\d+")
-_AGENT_INDEX = re.compile(r"^(.+)_(\d+)$")
 
 
 def is_pettingzoo_id(env_id: str) -> bool:
@@ -196,18 +195,11 @@ def make(ref: PettingZooRef, kwargs: Mapping[str, Any] | None = None) -> Any:
 
 # --- spaces and agent types -------------------------------------------------------------------------
 
-AgentSpaces = Mapping[str, tuple[spaces.Space, spaces.Space]]
-"""Agent id -> (observation space, action space)."""
-
-
-def agent_type(agent_id: str) -> str:
-    """The id before its ``_N`` index (``adversary_0`` -> ``adversary``); an id without one is its own type."""
-    match = _AGENT_INDEX.match(agent_id)
-    return match.group(1) if match else agent_id
-
 
 def group_by_type(agents: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """Agents grouped by type, types and agents in the environment's order."""
+    from rlkit.train.agents import agent_type
+
     groups: dict[str, list[str]] = {}
     for agent in agents:
         groups.setdefault(agent_type(agent), []).append(agent)
@@ -244,42 +236,6 @@ def space_label(space: spaces.Space) -> str:
     if isinstance(space, spaces.Dict):
         return "Dict(" + ", ".join(f"{k}: {space_label(v)}" for k, v in space.spaces.items()) + ")"
     return str(space)
-
-
-def check_policy_mapping(agent_spaces: AgentSpaces, policy_of: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
-    """Check an agent -> policy mapping; return policy -> its agents (its slots, in the env's agent order).
-
-    Refuses (BadInputError, one line) a mapping that misses an agent, names
-    one the environment does not have, or puts agents with unlike observation
-    or action spaces on one policy.
-    """
-    unknown = [a for a in policy_of if a not in agent_spaces]
-    if unknown:
-        raise BadInputError(
-            f"agent-to-policy mapping names {', '.join(unknown)}, which the environment does not have",
-            f"its agents are {', '.join(agent_spaces)}",
-        )
-    unmapped = [a for a in agent_spaces if a not in policy_of]
-    if unmapped:
-        raise BadInputError(
-            f"agent-to-policy mapping leaves {', '.join(unmapped)} without a policy",
-            "map every agent to a policy",
-        )
-    slots: dict[str, list[str]] = {}
-    for agent in agent_spaces:
-        slots.setdefault(policy_of[agent], []).append(agent)
-    for policy, agents in slots.items():
-        first = agents[0]
-        for other in agents[1:]:
-            for i, what in enumerate(("observation", "action")):
-                a, b = agent_spaces[first][i], agent_spaces[other][i]
-                if a != b:
-                    raise BadInputError(
-                        f"policy {policy} would serve {first} ({what} {space_label(a)}) and {other} "
-                        f"({what} {space_label(b)}): one policy needs one {what} space",
-                        "give agents of different types their own policies",
-                    )
-    return {policy: tuple(agents) for policy, agents in slots.items()}
 
 
 @dataclass(frozen=True)
