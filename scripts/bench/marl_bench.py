@@ -39,7 +39,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from benchlib import WINDOW, finite, fmt, median, parse_events, ratio, run_child
+from benchlib import finite, fmt, median, parse_events, ratio, run_child
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -56,7 +56,7 @@ class Task:
     """rlkit's config, relative to the repo (or absolute)."""
     overrides: tuple[str, ...]
     rllib_mapping: str | None
-    """child_rllib_marl.py's --mapping (shared, type); None: rlkit only (self-play)."""
+    """child_rllib_marl.py's --mapping (shared, agent); None: rlkit only (self-play)."""
     threshold: float
     """A team return both frameworks reach; for self-play the win rate against random."""
     wall_s: float
@@ -66,12 +66,13 @@ class Task:
 
 TASKS = {
     # simple_spread: 3 agents, one policy for all (parameter sharing).
-    "spread": Task("configs/ppo_simple_spread_shared.yaml", (), "shared", -140.0, 240.0, 45.0),
-    # simple_adversary: 1 adversary and 2 good agents, unlike spaces; one policy per type.
-    "adversary": Task("configs/ppo_simple_spread_shared.yaml",
-                      ("env.id=mpe2:simple_adversary_v3", "name=ppo_simple_adversary_shared"),
-                      "type", 0.0, 240.0, 45.0),
-    "connect_four": Task("configs/selfplay_connect_four.yaml", (), None, 0.95, 900.0, 120.0),
+    # Thresholds: a uniform-random policy's team return is -81 (spread) and -15 (adversary).
+    "spread": Task("configs/ppo_simple_spread_shared.yaml", (), "shared", -70.0, 180.0, 45.0),
+    # simple_adversary: 1 adversary and 2 good agents over unlike spaces, one policy each.
+    # (One per agent rather than per type: RLlib's minibatch size is one number for every
+    # policy, so policies of unequal row counts could not match rlkit's minibatches.)
+    "adversary": Task("configs/ppo_simple_adversary_independent.yaml", (), "agent", -4.0, 180.0, 45.0),
+    "connect_four": Task("configs/selfplay_connect_four.yaml", (), None, 0.95, 180.0, 90.0),
 }
 
 
@@ -119,6 +120,7 @@ def rllib_settings(config: str, overrides: tuple[str, ...]) -> tuple[dict, dict[
         "num_minibatches": a.num_minibatches, "lr": a.lr, "anneal_lr": a.anneal_lr, "gamma": a.gamma,
         "lambda": a.gae_lambda, "clip": a.clip_coef, "ent_coef": a.ent_coef, "vf_coef": a.vf_coef,
         "max_grad_norm": a.max_grad_norm, "hidden": cfg.model.hidden_sizes, "activation": cfg.model.activation,
+        "reward_scale": cfg.env.reward_scale,
         # RLlib clips the squared value error at vf_clip_param, not the value's change as rlkit's
         # clip_vloss does: no clip where rlkit has none, RLlib's default (10) where it clips.
         "vf_clip": 10.0 if a.clip_vloss else 1e9,
@@ -177,7 +179,8 @@ def read_rllib(run: Run, task: Task, t0: float, out: list[str]) -> None:
             run.startup_s = e["t"] - t0
             started = e["t"]
         elif e["event"] == "progress":
-            if e["team_return"] is not None and e["episodes"] >= WINDOW:
+            # From the first episode on, as rlkit's rolling return (both average up to the last 100).
+            if e["team_return"] is not None:
                 run.curve.append((e["t"] - t0, e["steps"], e["team_return"]))
             run.steps, run.train_wall_s = e["steps"], e["t"] - started
         elif e["event"] == "end":
@@ -253,7 +256,9 @@ def summarize(runs: list[Run], task_name: str, frameworks: list[str]) -> dict[st
     out: dict[str, object] = {"frameworks": rows}
     if "rlkit" in rows and "rllib" in rows:
         me, peer = rows["rlkit"], rows["rllib"]
-        time_ratio = ratio(me["time_to_threshold_s"], peer["time_to_threshold_s"])
+        # No ratio when RLlib never got there (the target below still says who did).
+        time_ratio = (None if math.isinf(peer["time_to_threshold_s"])
+                      else ratio(me["time_to_threshold_s"], peer["time_to_threshold_s"]))
         sps_ratio = ratio(me["sps"], peer["sps"])
         out["rlkit_vs_rllib"] = {"time_to_threshold": time_ratio, "sps": sps_ratio}
         out["targets"] = {
