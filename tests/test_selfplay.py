@@ -60,8 +60,10 @@ def test_win_rate_admits_only_once_the_window_is_full_and_over_the_last_window_g
     assert list(pool.snapshots) == [0, 2, 5]
 
 
-def test_snapshot_every_k_updates_and_the_oldest_leaves_a_full_pool() -> None:
-    pool = OpponentPool(SelfPlayConfig(pool_size=2, win_rate=None, snapshot_every=3, window=2))
+@pytest.mark.parametrize(("keep_first", "left"), [(False, [6, 9]), (True, [0, 6, 9])])
+def test_snapshot_every_k_updates_and_the_oldest_leaves_a_full_pool(keep_first: bool, left: list[int]) -> None:
+    pool = OpponentPool(SelfPlayConfig(pool_size=len(left), win_rate=None, snapshot_every=3, window=2,
+                                       keep_first=keep_first))
     pool.admit(copy_of(0), 0)
     admitted = []
     for updates in range(1, 10):
@@ -69,7 +71,8 @@ def test_snapshot_every_k_updates_and_the_oldest_leaves_a_full_pool() -> None:
         if pool.maybe_admit(updates, lambda: copy_of(updates)):
             admitted.append(updates)
     assert admitted == [3, 6, 9]
-    assert list(pool.snapshots) == [6, 9]
+    # With keep_first the untrained policy stays and the next oldest leaves.
+    assert list(pool.snapshots) == left
     with pytest.raises(ValueError, match="already in the pool"):
         pool.admit(copy_of(9), 9)
 

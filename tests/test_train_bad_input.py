@@ -205,3 +205,27 @@ def test_runs_dir_that_is_a_file_is_refused_before_training(capsys, tmp_path: Pa
         assert code == 2
         assert words in one_line(err)
     assert blocker.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    # Unlike spaces on one policy: the adversary sees 8 numbers, the good agents 10.
+    ("env: {id: 'mpe2:simple_adversary_v3'}\nmultiagent: {policies: {adversary: team, agent: team}}\n",
+     "policy team: agents adversary_0 and agent_0 are of different types or spaces"),
+    ("env: {id: 'mpe2:simple_spread_v3'}\nmultiagent: {policies: {agent_7: solo}}\n",
+     "multiagent.policies names agent_7, which is neither an agent nor an agent type"),
+    ("env: {id: 'mpe2:simple_spread_v3'}\nmultiagent: {mode: self_play}\n",
+     "self-play needs a two-player game whose seats are alike"),
+    ("env: {id: CartPole-v1}\nmultiagent: {mode: independent}\n",
+     "multiagent: env.id CartPole-v1 is a single-agent gymnasium environment"),
+    ("env: {id: 'mpe2:simple_spread_v3'}\nmultiagent: {mode: shard}\n",
+     "multiagent.mode: Input should be 'shared', 'independent', 'self_play' or 'mappo'"),
+    ("env: {id: 'pettingzoo.classic:tictactoe_v3'}\nmultiagent: {mode: self_play, self_play: {win_rate: null}}\n",
+     "self_play: set win_rate or snapshot_every"),
+    ("env: {id: 'mpe2:simple_spread_v3'}\nalgo: {name: grpo, group_size: 2}\nrollout: {envs_per_worker: 2}\n",
+     "algo grpo: trains single-agent environments only"),
+])
+def test_a_bad_multiagent_config_is_one_line_before_ray_starts(capsys, tmp_path: Path, body: str,
+                                                               message: str) -> None:
+    code, err = run_cli(capsys, "train", str(write(tmp_path, body)))
+    assert code == 2
+    assert message in one_line(err)

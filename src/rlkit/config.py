@@ -132,6 +132,8 @@ class SelfPlayConfig(_Strict):
 
     pool_size: int = Field(20, ge=1, le=10_000)
     """Snapshots kept; the oldest leaves when a new one joins a full pool."""
+    keep_first: bool = True
+    """The first snapshot (the untrained policy) never leaves the pool; the next oldest does."""
     win_rate: float | None = Field(0.6, gt=0, le=1)
     """A snapshot joins once the learner wins this share of its last ``window`` games against the pool."""
     window: int = Field(100, ge=1, le=1_000_000)

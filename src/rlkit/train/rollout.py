@@ -18,6 +18,7 @@ import numpy as np
 
 from rlkit.config import TrainConfig
 from rlkit.train.agents import AgentMapping
+from rlkit.train import envstate
 from rlkit.train.algos.base import Collection
 from rlkit.train.envs import SINGLE_AGENT, PolicySpec, env_factory, make_vector_env
 from rlkit.train.multiagent_rollout import MultiAgentCollector
@@ -242,7 +243,7 @@ class RolloutWorker:
         else:
             envs = (self.vec, self.obs, self.ep_return, self.ep_length, self.resetting)
         try:
-            return pickle.dumps((envs, self.rng.bit_generator.state))
+            return envstate.dumps((envs, self.rng.bit_generator.state))
         except Exception:  # an env holding a handle that cannot be pickled
             return None
 

@@ -83,6 +83,9 @@ def train(
         ckpt.check_resumable(loaded.state["config"], config)
         for note in loaded.notes:
             notify(note)
+        if loaded.env_states is not None and None in loaded.env_states:
+            notify(f"{loaded.path.name}: the environments hold objects that cannot be saved (a physics engine's"
+                   " handles), so they start new episodes: the resumed run is not an exact continuation")
     else:
         run_dir = ckpt.new_run_dir(config)
 

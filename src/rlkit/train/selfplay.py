@@ -71,7 +71,10 @@ class OpponentPool:
             raise ValueError(f"OpponentPool.admit: a snapshot of update {updates} is already in the pool")
         self.snapshots[updates] = copy
         while len(self.snapshots) > self.cfg.pool_size:
-            del self.snapshots[next(iter(self.snapshots))]
+            ids = list(self.snapshots)
+            # The first snapshot (the untrained, near-uniform policy) may stay for good: weak,
+            # varied play the learner keeps meeting, so it never forgets to punish it.
+            del self.snapshots[ids[1] if self.cfg.keep_first and len(ids) > 1 else ids[0]]
         # Rates are against the pool as it now is: games against the old pool no longer say
         # whether the learner beats the new one.
         self._window.clear()
