@@ -14,6 +14,7 @@ from rlkit.train.envs import PolicySpec
 from rlkit.train.multiagent_rollout import MultiAgentCollector
 from rlkit.train.policies import NumpyPolicy
 from rlkit.train.torch_model import ActorCritic
+from tests.conftest import CONFIGS
 from tests.test_pettingzoo_env import TinyGame
 
 
@@ -54,3 +55,37 @@ def test_turn_based_streams_carry_each_seats_moves_right_aligned_with_exact_cred
         # move's: seat_0 is to move at 2 moves made, seat_1's open move was made at 1.
         np.testing.assert_allclose(b["values"][:, seat_0], [v(0), v(2), v(0)], rtol=1e-6)
         np.testing.assert_allclose(b["last_value"][[seat_0, seat_1]], [v(2), v(1)], rtol=1e-6)
+
+
+def test_mappo_critic_sees_the_global_state_and_its_state_comes_back_from_a_checkpoint() -> None:
+    from rlkit.train.agents import build_mapping
+    from rlkit.train.envs import probe
+    from rlkit.train.learner import Learner
+    from rlkit.train.rollout import RolloutWorker
+
+    cfg = load_train_config(CONFIGS / "mappo_simple_spread.yaml", ["rollout.envs_per_worker=2",
+                                                                     "rollout.fragment_length=30"])
+    spec = probe(cfg.env, "ppo")
+    mapping = build_mapping(cfg, spec)
+    # state() of three agents (3 x 18) and the agent's one-hot index.
+    assert mapping.critic_dim == 54 + 3 and list(mapping.policies) == ["agent"]
+    learner = Learner(cfg, mapping, torch.device("cpu"))
+    worker = RolloutWorker(cfg, mapping, learner.algorithm.collection, 0, seed=1, multi=spec.multi)
+    published = learner.publish()
+    worker.policies["agent"].load(published.policies["agent"].weights)
+    assert worker.collector is not None and worker.collector.critic is not None
+    worker.collector.critic.load(published.critic.weights)
+    frag = worker.sample([None], -1)
+    batch = frag.batches["agent"]
+    # Each row's critic input: the env's state, then which agent the row is (one-hot).
+    assert batch["critic_obs"].shape == (30, 6, 57) and batch["obs"].shape == (30, 6, 18)
+    np.testing.assert_array_equal(batch["critic_obs"][:, :, 54:].argmax(-1), np.tile([0, 1, 2, 0, 1, 2], (30, 1)))
+    # Values recorded while acting are the central critic's.
+    np.testing.assert_allclose(batch["values"][0, 1], worker.collector.critic.value(batch["critic_obs"][0, 1:2])[0],
+                               rtol=1e-6)
+    metrics = learner.update([frag], 0.0)
+    assert "critic/losses/value_loss" in metrics and "agent/losses/value_loss" not in metrics
+    restored = Learner(cfg, mapping, torch.device("cpu"))
+    restored.load_state_dict(learner.state_dict())
+    for key, value in learner.publish().critic.weights.items():
+        np.testing.assert_array_equal(restored.publish().critic.weights[key], value)

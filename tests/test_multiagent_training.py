@@ -57,7 +57,7 @@ def mean_returns(env_id: str, kwargs: dict, players: dict, episodes: int, seed: 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ppo_simple_spread_shared.yaml", "mappo_simple_spread.yaml"])
 def test_simple_spread_teams_beat_the_random_policy(ray_local, tmp_path: Path, name: str) -> None:
-    cfg = config(name, tmp_path, "stop.total_steps=64000")
+    cfg = config(name, tmp_path, "stop.total_steps=40000")
     baseline = sum(mean_returns(cfg.env.id, cfg.env.kwargs, {}, episodes=400).values())
     summary = train(cfg)
     rows = metrics(summary.run_dir)

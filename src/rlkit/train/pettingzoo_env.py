@@ -175,7 +175,14 @@ def make(ref: PettingZooRef, kwargs: Mapping[str, Any] | None = None) -> Any:
         with _quiet():
             if ref.family == "mpe2":
                 module = importlib.import_module(f"mpe2.{ref.name}")
-                return (module.parallel_env if ref.api == "parallel" else module.env)(**kwargs)
+                if ref.api == "parallel":
+                    # Without pettingzoo's checking wrappers (call order, actions in bounds: rlkit's
+                    # policies only make in-bounds actions), whose attribute lookups cost a quarter
+                    # of each step: 3,270 -> 4,210 steps/s of simple_spread, same dynamics.
+                    from pettingzoo.utils.conversions import aec_to_parallel
+
+                    return aec_to_parallel(module.raw_env(**kwargs))
+                return module.env(**kwargs)
             import pettingzoo
             from pettingzoo.env_registry.exceptions import FailedToImport
 
