@@ -153,7 +153,13 @@ def test_a_self_play_run_resumes_exactly_pool_included(ray_local, tmp_path: Path
 
     with monkeypatch.context() as patch:
         patch.setattr(Learner, "update", ctrl_c_during_update_5)
-        cut = train(config("selfplay_tictactoe.yaml", tmp_path / "b", *overrides))
+        # A terminal's Ctrl-C: where the suite runs with SIGINT ignored (a background job),
+        # rlkit rightly leaves it ignored.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            cut = train(config("selfplay_tictactoe.yaml", tmp_path / "b", *overrides))
+        finally:
+            signal.signal(signal.SIGINT, previous)
     assert cut.stop_reason == "interrupted" and cut.updates == 5
     saved = load_latest(Path(cut.run_dir)).state["trainer"]["pool"]
     assert len(saved["snapshots"]) == 3

@@ -98,7 +98,13 @@ def test_ctrl_c_mid_iteration_saves_what_was_logged_and_resumes_exactly(
 
     with monkeypatch.context() as patch:
         patch.setattr(Learner, "update", ctrl_c_during_update_8)
-        cut = train(config("ppo_cartpole.yaml", tmp_path / "b", *overrides))
+        # A terminal's Ctrl-C: where the suite runs with SIGINT ignored (a background job),
+        # rlkit rightly leaves it ignored.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            cut = train(config("ppo_cartpole.yaml", tmp_path / "b", *overrides))
+        finally:
+            signal.signal(signal.SIGINT, previous)
     assert cut.stop_reason == "interrupted" and cut.updates == 8
     assert [p.name for p in checkpoints(Path(cut.run_dir))] == ["ckpt-0000008.pt"]
     assert load_latest(Path(cut.run_dir)).state["trainer"]["global_step"] == metrics(cut.run_dir)[-1]["step"]
