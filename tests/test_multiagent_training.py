@@ -6,8 +6,6 @@ a fixed seed (so each is one reproducible run, not a draw)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +29,7 @@ from rlkit.train.trainer import Trainer
 from tests.cli_helpers import run_rlkit
 from tests.conftest import CONFIGS
 from tests.test_pettingzoo_env import KAZ, KAZ_KWARGS
-from tests.test_training import metrics, without_timing
+from tests.test_training import ctrl_c_during_update, metrics, without_timing
 
 
 def config(name: str, tmp_path: Path, *overrides: str):
@@ -144,22 +142,8 @@ def test_a_self_play_run_resumes_exactly_pool_included(ray_local, tmp_path: Path
                  "multiagent.self_play.snapshot_every=2", "multiagent.self_play.random_eval_every=3",
                  "multiagent.self_play.random_eval_games=10", "checkpoint.every_updates=1000")
     straight = train(config("selfplay_tictactoe.yaml", tmp_path / "a", *overrides))
-    update = Learner.update
-
-    def ctrl_c_during_update_5(self: Learner, fragments, progress: float) -> dict:
-        if self.updates == 4:
-            os.kill(os.getpid(), signal.SIGINT)
-        return update(self, fragments, progress)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(Learner, "update", ctrl_c_during_update_5)
-        # A terminal's Ctrl-C: where the suite runs with SIGINT ignored (a background job),
-        # rlkit rightly leaves it ignored.
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            cut = train(config("selfplay_tictactoe.yaml", tmp_path / "b", *overrides))
-        finally:
-            signal.signal(signal.SIGINT, previous)
+    with ctrl_c_during_update(monkeypatch, 5):
+        cut = train(config("selfplay_tictactoe.yaml", tmp_path / "b", *overrides))
     assert cut.stop_reason == "interrupted" and cut.updates == 5
     saved = load_latest(Path(cut.run_dir)).state["trainer"]["pool"]
     assert len(saved["snapshots"]) == 3

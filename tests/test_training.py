@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,29 @@ def metrics(run_dir: str | Path) -> list[dict]:
 
 def without_timing(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
+
+
+@contextmanager
+def ctrl_c_during_update(monkeypatch: pytest.MonkeyPatch, n: int) -> Iterator[None]:
+    """A terminal's Ctrl-C while update ``n`` is made (its steps counted, the update not yet).
+
+    Python's SIGINT handler is installed for it: a suite run as a background job
+    inherits SIGINT ignored, and rlkit rightly keeps it so.
+    """
+    update = Learner.update
+
+    def interrupted(self: Learner, fragments, progress: float) -> dict:
+        if self.updates == n - 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return update(self, fragments, progress)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Learner, "update", interrupted)
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.slow
@@ -88,23 +113,8 @@ def test_ctrl_c_mid_iteration_saves_what_was_logged_and_resumes_exactly(
                  "sync.mode=sync")
     straight = train(config("ppo_cartpole.yaml", tmp_path / "a", *overrides))
 
-    update = Learner.update
-
-    def ctrl_c_during_update_8(self: Learner, fragments, progress: float) -> dict:
-        # Mid-iteration: update 8's steps are counted, its update not yet made.
-        if self.updates == 7:
-            os.kill(os.getpid(), signal.SIGINT)
-        return update(self, fragments, progress)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(Learner, "update", ctrl_c_during_update_8)
-        # A terminal's Ctrl-C: where the suite runs with SIGINT ignored (a background job),
-        # rlkit rightly leaves it ignored.
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            cut = train(config("ppo_cartpole.yaml", tmp_path / "b", *overrides))
-        finally:
-            signal.signal(signal.SIGINT, previous)
+    with ctrl_c_during_update(monkeypatch, 8):
+        cut = train(config("ppo_cartpole.yaml", tmp_path / "b", *overrides))
     assert cut.stop_reason == "interrupted" and cut.updates == 8
     assert [p.name for p in checkpoints(Path(cut.run_dir))] == ["ckpt-0000008.pt"]
     assert load_latest(Path(cut.run_dir)).state["trainer"]["global_step"] == metrics(cut.run_dir)[-1]["step"]
