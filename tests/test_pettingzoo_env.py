@@ -309,6 +309,51 @@ def test_particle_world_truncation_and_global_state() -> None:
     assert decision.acting["shared"].all()  # the next episode, whole
 
 
+def test_particle_world_moves_match_pettingzoos_own_parallel_env() -> None:
+    """The stepper (its lean adapter and its sliced moves) against mpe2's public parallel_env,
+    pettingzoo's checking wrappers and all, stepped alongside with the same seeds and actions."""
+    import mpe2.simple_adversary_v3 as adversary
+
+    kwargs = {"max_cycles": 4}
+    spec = pz.probe("mpe2:simple_adversary_v3", kwargs)
+    slots = slots_for(spec.agents, {a: agent_type(a) for a in spec.agents})
+    stepper = MultiAgentStepper(spec, pz.env_factory(spec.ref, kwargs), 2, slots, seed=7, global_state=True)
+    references = [adversary.parallel_env(**kwargs) for _ in range(2)]
+    seeds = np.random.default_rng(7)  # the stepper draws each reset's seed from its own generator so
+    observations = [ref.reset(seed=int(seeds.integers(0, 2**31 - 1)))[0] for ref in references]
+    returns = [dict.fromkeys(spec.agents, 0.0) for _ in references]
+    decision, rng, ended = stepper.reset(), np.random.default_rng(0), 0
+    for _ in range(10):  # two and a half episodes
+        actions = {p: rng.integers(0, 5, (2, len(agents))) for p, agents in slots.items()}
+        states = [ref.state() for ref in references]
+        moves, decision = stepper.step(actions)
+        for i, ref in enumerate(references):
+            before = observations[i]
+            observations[i], rewards, terms, truncs, _ = ref.step(
+                {a: int(actions[p][i, j]) for p, agents in slots.items() for j, a in enumerate(agents)})
+            for p, agents in slots.items():
+                for j, agent in enumerate(agents):
+                    assert moves.valid[p][i, j] and moves.action[p][i, j] == actions[p][i, j]
+                    np.testing.assert_array_equal(moves.obs[p][i, j], before[agent])
+                    np.testing.assert_array_equal(moves.state[p][i, j], states[i])
+                    assert moves.reward[p][i, j] == np.float32(rewards[agent])
+                    assert moves.terminated[p][i, j] == terms[agent] and moves.truncated[p][i, j] == truncs[agent]
+                    if truncs[agent]:
+                        np.testing.assert_array_equal(moves.final_obs[p][i, j], observations[i][agent])
+                    returns[i][agent] += rewards[agent]
+            if not ref.agents:
+                episode = next(e for e in moves.episodes if e.env_index == i)
+                assert episode.returns == returns[i] and episode.length == kwargs["max_cycles"]
+                observations[i] = ref.reset(seed=int(seeds.integers(0, 2**31 - 1)))[0]
+                returns[i] = dict.fromkeys(spec.agents, 0.0)
+                ended += 1
+        for p, agents in slots.items():  # the next decision: what the reference envs show now
+            for i, j in np.ndindex(2, len(agents)):
+                np.testing.assert_array_equal(decision.obs[p][i, j], observations[i][agents[j]])
+    assert ended == 4
+    stepper.close()
+
+
 def test_global_state_without_state_concatenates_observations() -> None:
     spec = pz.probe("pettingzoo.classic:tictactoe_v3")
     assert spec.state_shape is None

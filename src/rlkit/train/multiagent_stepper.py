@@ -266,22 +266,6 @@ class MultiAgentStepper:
             return int(action)
         return np.asarray(action, dtype=act_space.dtype)
 
-    def _step_parallel(self, i: int, actions: Mapping[str, np.ndarray], out: _Moves) -> bool:
-        env = self.envs[i]
-        acts = {}
-        for agent in self._current[i]:
-            p, j = self.where[agent]
-            acts[agent] = self._env_action(agent, actions[p][i, j])
-        observations, rewards, terminations, truncations, _ = env.step(acts)
-        self._credit(i, rewards)
-        # The state a truncated agent was cut at is built from these observations.
-        self._current[i] = dict(observations)
-        for agent in acts:
-            term, trunc = bool(terminations.get(agent, False)), bool(truncations.get(agent, False))
-            self._close_move(out, i, agent, term, trunc, observations.get(agent) if trunc else None)
-        self._current[i] = {a: o for a, o in observations.items() if a in env.agents}
-        return not env.agents
-
     def _step_aec(self, i: int, actions: Mapping[str, np.ndarray], out: _Moves) -> bool:
         env, raw = self.envs[i], self._raw[i]
         agent = raw.agent_selection
@@ -307,21 +291,89 @@ class MultiAgentStepper:
              extras: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> tuple[Moves, Decision]:
         """Apply ``actions[p]`` (N, S, ...) where the last decision says ``acting``; see the module docstring."""
         extras = extras or {}
+        if self.parallel:
+            return self._step_all_parallel(actions, extras), self._decision()
         out = _Moves(self)
         for i in range(self.n):
             for agent in self._current[i]:
                 p, j = self.where[agent]
                 self._open_move(i, agent, actions[p][i, j], extras)
             self._ep_length[i] += 1
-            over = self._step_parallel(i, actions, out) if self.parallel else self._step_aec(i, actions, out)
-            if over:
-                # An agent the env dropped without a final word still ends its episode here.
+            if self._step_aec(i, actions, out):
+                # A seat the game dropped without a final word still ends its episode here.
                 for agent in self.spec.agents:
                     self._close_move(out, i, agent, terminated=True)
                 returns = dict(self._ep_return[i])
                 out.episodes.append(EpisodeEnd(i, returns, float(sum(returns.values())), int(self._ep_length[i])))
                 self._reset_env(i)
         return out.build(), self._decision()
+
+    def _step_all_parallel(self, actions: Mapping[str, np.ndarray],
+                           extras: Mapping[str, Mapping[str, np.ndarray]]) -> Moves:
+        """One step of every parallel env, its moves sliced from the decision's arrays.
+
+        Every move of a parallel env completes in the step that made it, so the moves are the
+        acting rows of what the policies were given; only rewards, ends and final observations
+        are gathered env by env. (Going through ``_open_move`` / ``_close_move`` row by row, as
+        turn-based games must, took half of the actor's own time on simple_spread.)
+        """
+        d = self._last
+        assert d is not None, "reset() comes before step()"
+        reward = {p: np.zeros((self.n, len(a))) for p, a in self.slots.items()}
+        term = {p: np.zeros((self.n, len(a)), bool) for p, a in self.slots.items()}
+        trunc = {p: np.zeros((self.n, len(a)), bool) for p, a in self.slots.items()}
+        final = {p: np.zeros_like(d.obs[p]) for p in self.slots}
+        final_state = ({p: np.zeros((self.n, len(a), *d.state.shape[1:]), np.float32) for p, a in self.slots.items()}
+                       if d.state is not None else None)
+        episodes = []
+        for i, env in enumerate(self.envs):
+            acts = {}
+            for agent in self._current[i]:
+                p, j = self.where[agent]
+                acts[agent] = self._env_action(agent, actions[p][i, j])
+            observations, rewards, terminations, truncations, _ = env.step(acts)
+            ep_return = self._ep_return[i]
+            for agent, r in rewards.items():
+                p, j = self.where[agent]
+                reward[p][i, j] += r
+                ep_return[agent] += float(r)
+            # The state a truncated agent was cut at is built from these observations.
+            self._current[i] = dict(observations)
+            for agent in acts:
+                p, j = self.where[agent]
+                term[p][i, j] = terminations.get(agent, False)
+                cut = trunc[p][i, j] = truncations.get(agent, False)
+                if cut and agent in observations:
+                    final[p][i, j] = self._split_obs(observations[agent])[0]
+                if cut and final_state is not None:
+                    final_state[p][i, j] = self._env_state(i)
+            self._current[i] = {a: o for a, o in observations.items() if a in env.agents}
+            self._ep_length[i] += 1
+            if not env.agents:
+                returns = dict(ep_return)
+                episodes.append(EpisodeEnd(i, returns, float(sum(returns.values())), int(self._ep_length[i])))
+                self._reset_env(i)
+
+        def acting_rows(p: str, arr: np.ndarray) -> np.ndarray:
+            valid = d.acting[p].reshape(d.acting[p].shape + (1,) * (arr.ndim - 2))
+            return np.where(valid, arr, np.zeros((), arr.dtype))
+
+        masks = d.action_mask
+        states = None if d.state is None else {
+            p: acting_rows(p, np.broadcast_to(d.state[:, None], (self.n, len(a), *d.state.shape[1:])))
+            for p, a in self.slots.items()}
+        return Moves(
+            valid={p: d.acting[p].copy() for p in self.slots},
+            obs={p: acting_rows(p, d.obs[p]) for p in self.slots},
+            action={p: acting_rows(p, np.asarray(actions[p])) for p in self.slots},
+            action_mask={p: None if masks[p] is None else acting_rows(p, masks[p]) for p in self.slots},
+            state=states,
+            extras={p: {name: acting_rows(p, np.asarray(arr)) for name, arr in extras.get(p, {}).items()}
+                    for p in self.slots},
+            reward={p: np.where(d.acting[p], reward[p], 0.0).astype(np.float32) for p in self.slots},
+            terminated={p: term[p] for p in self.slots},
+            truncated={p: trunc[p] for p in self.slots},
+            final_obs=final, final_state=final_state, episodes=episodes)
 
     def open_extra(self, p: str, name: str) -> tuple[np.ndarray, np.ndarray | None]:
         """Which slots of policy ``p`` have a move still open (a seat waiting for its turn), and the
