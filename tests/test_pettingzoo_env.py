@@ -233,6 +233,32 @@ def test_kaz_stepper_is_deterministic(kaz: pz.MultiAgentSpec) -> None:
             assert np.array_equal(da.alive[p], db.alive[p])
 
 
+@pytest.mark.parametrize("env_id, kwargs", [("mpe2:simple_spread_v3", {}), (KAZ, KAZ_KWARGS)])
+def test_a_pickled_stepper_continues_exactly(env_id: str, kwargs: dict) -> None:
+    """What an exact resume restores: mid-episode envs (their pygame canvases, sprites and fonts
+    included, which pickle cannot take as they are) carry on as if never saved."""
+    from rlkit.train import envstate
+
+    spec = pz.probe(env_id, kwargs)
+    slots = dict(spec.types)
+    stepper = MultiAgentStepper(spec, pz.env_factory(spec.ref, kwargs), 2, slots, seed=0, global_state=True)
+    stepper.reset()
+    rng = np.random.default_rng(1)
+    for _ in range(13):
+        stepper.step({p: rng.integers(0, 5, (2, len(a))) for p, a in slots.items()})
+    restored = pickle.loads(envstate.dumps(stepper))
+    for _ in range(60):
+        actions = {p: rng.integers(0, 5, (2, len(a))) for p, a in slots.items()}
+        (moves, decision), (moves_r, decision_r) = stepper.step(actions), restored.step(actions)
+        np.testing.assert_array_equal(decision.state, decision_r.state)
+        for p in slots:
+            np.testing.assert_array_equal(decision.obs[p], decision_r.obs[p])
+            np.testing.assert_array_equal(moves.reward[p], moves_r.reward[p])
+            np.testing.assert_array_equal(decision.alive[p], decision_r.alive[p])
+    stepper.close()
+    restored.close()
+
+
 # --- classic games: masks -------------------------------------------------------------------------
 
 
