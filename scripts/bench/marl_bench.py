@@ -33,6 +33,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -234,6 +235,26 @@ def run_one(task_name: str, name: str, seed: int, args: argparse.Namespace, logs
 
 # ------------------------------------------------------------------ summary
 
+def env_ceiling(task_name: str, args: argparse.Namespace) -> dict[str, float] | None:
+    """Env steps/s of the task's environment alone: as many processes as rollout actors, each
+    stepping the config's copies with random actions, at once (child_env_ceiling.py), for
+    PettingZoo's public parallel env and for the one rlkit steps. None for self-play tasks."""
+    from rlkit.config import load_train_config
+
+    task = TASKS[task_name]
+    if task.rllib_mapping is None or args.ceiling_seconds <= 0:
+        return None
+    workers = load_train_config(REPO / task.config, list(task.overrides)).rollout.num_workers
+    out: dict[str, float] = {"processes": workers}
+    for adapter in ("public", "rlkit"):
+        cmd = [sys.executable, str(HERE / "child_env_ceiling.py"), str(REPO / task.config),
+               "--adapter", adapter, "--seconds", str(args.ceiling_seconds)]
+        children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+        results = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
+        out[adapter] = sum(r["sps"] for r in results)
+    return out
+
+
 def summarize(runs: list[Run], task_name: str, frameworks: list[str]) -> dict[str, object]:
     rows = {}
     for name in frameworks:
@@ -314,6 +335,15 @@ def print_report(runs: list[Run], summaries: dict[str, dict], args: argparse.Nam
         if vs := summary.get("rlkit_vs_rllib"):
             console.print(f"rlkit / rllib: time to threshold {cell(vs['time_to_threshold'], 2)}, "
                           f"end-to-end SPS {cell(vs['sps'], 2)}")
+        if ceiling := summary.get("env_ceiling"):
+            line = (f"the environment alone ({ceiling['processes']} processes, random actions, no learning): "
+                    f"{cell(ceiling['public'])} env steps/s as PettingZoo's parallel_env, "
+                    f"{cell(ceiling['rlkit'])} as rlkit steps it")
+            if vs := summary.get("rlkit_vs_rllib"):
+                peer = summary["frameworks"]["rllib"]["sps"]
+                line += (f"; 3 x RLlib's SPS would be {cell(3 * peer)}, "
+                         f"{cell(100 * 3 * peer / ceiling['rlkit'])}% of the latter")
+            console.print(line)
         for target, res in summary.get("targets", {}).items():
             verdict = "[green]PASS[/]" if res["pass"] else "[red]FAIL[/]"
             console.print(f"{verdict} {target}: {cell(res['value'], 2)} (limit {res['limit']:g})")
@@ -335,6 +365,8 @@ def main() -> None:
                    help="another rlkit config for a task, whose settings RLlib then takes too (repeatable)")
     p.add_argument("--grace", type=float, default=120.0,
                    help="seconds past W after which a run that has not exited is killed")
+    p.add_argument("--ceiling-seconds", type=float, default=8.0,
+                   help="seconds of the env-alone ceiling per adapter and task (0: skip it)")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="OMP_NUM_THREADS for every child (0: torch's default); see README")
     p.add_argument("--peer-python", default=str(HERE / ".venv" / "bin" / "python"))
@@ -369,9 +401,11 @@ def main() -> None:
 
     started = time.time()
     runs: list[Run] = []
+    ceilings: dict[str, dict[str, float] | None] = {}
     for task_name in tasks:
         # RLlib has no built-in self-play league to compare with: self-play tasks run rlkit only.
         names = [f for f in frameworks if TASKS[task_name].rllib_mapping is not None or f == "rlkit"]
+        ceilings[task_name] = env_ceiling(task_name, args)
         # Seed-major order: drifts in the machine's load fall on every framework alike.
         for seed in range(1, seeds + 1):
             for name in names:
@@ -381,6 +415,9 @@ def main() -> None:
                       f"at wall {cell(run.value_at_wall, 2)}, steps {cell(run.steps)}, sps {cell(run.sps)}, "
                       f"load {run.load_before:.1f}" + (f" ({run.error})" if run.error else ""), file=sys.stderr)
     summaries = {task_name: summarize(runs, task_name, frameworks) for task_name in tasks}
+    for task_name, ceiling in ceilings.items():
+        if ceiling is not None:
+            summaries[task_name]["env_ceiling"] = ceiling
     print_report(runs, summaries, args)
     print(f"child logs: {logs}; bench wall {time.time() - started:,.0f} s", file=sys.stderr)
     if args.json:
