@@ -349,6 +349,29 @@ def print_report(runs: list[Run], summaries: dict[str, dict], args: argparse.Nam
             console.print(f"{verdict} {target}: {cell(res['value'], 2)} (limit {res['limit']:g})")
 
 
+def report_again(path: Path, args: argparse.Namespace) -> None:
+    """The report of a saved run, each curve read again at the thresholds asked for now."""
+    raw = json.loads(path.read_text())
+    saved = raw["args"]
+    args.walls = saved["walls"]
+    for name, value in saved["thresholds"].items():
+        if not any(item.startswith(f"{name}=") for item in args.threshold):
+            args.thresholds[name] = value
+    runs = []
+    for item in raw["runs"]:
+        run = Run(**{**item, "curve": [tuple(point) for point in item["curve"]],
+                     "time_to_threshold_s": None, "steps_at_threshold": None})
+        read_curve(run, args.thresholds[run.task], args.walls[run.task])
+        runs.append(run)
+    tasks = list(dict.fromkeys(r.task for r in runs))
+    frameworks = list(dict.fromkeys(r.framework for r in runs))
+    summaries = {name: summarize(runs, name, frameworks) for name in tasks}
+    for name in tasks:
+        if ceiling := raw["summary"].get(name, {}).get("env_ceiling"):
+            summaries[name]["env_ceiling"] = ceiling
+    print_report(runs, summaries, args)
+
+
 # --------------------------------------------------------------------- main
 
 def main() -> None:
@@ -373,6 +396,8 @@ def main() -> None:
     p.add_argument("--rlkit", default=str(Path(sys.executable).parent / "rlkit"))
     p.add_argument("--logs", default=None, help="folder for each child's output (default: a temp folder)")
     p.add_argument("--json", default=None, help="write every raw number here, curves included")
+    p.add_argument("--report", default=None, metavar="JSON",
+                   help="run nothing: print the report of an earlier --json file, at its thresholds or --threshold's")
     args = p.parse_args()
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
@@ -395,6 +420,9 @@ def main() -> None:
             p.error(f"--config {item}: give TASK=PATH of a config file, TASK one of {', '.join(TASKS)}")
         TASKS[name] = replace(TASKS[name], config=str(Path(path).resolve()))
     args.walls = {name: args.wall or (t.quick_wall_s if args.quick else t.wall_s) for name, t in TASKS.items()}
+    if args.report:
+        report_again(Path(args.report), args)
+        return
     seeds = 1 if args.quick else args.seeds
     logs = Path(args.logs or tempfile.mkdtemp(prefix="marl-bench-logs-"))
     logs.mkdir(parents=True, exist_ok=True)
