@@ -314,8 +314,9 @@ class MultiAgentStepper:
 
         Every move of a parallel env completes in the step that made it, so the moves are the
         acting rows of what the policies were given; only rewards, ends and final observations
-        are gathered env by env. (Going through ``_open_move`` / ``_close_move`` row by row, as
-        turn-based games must, took half of the actor's own time on simple_spread.)
+        are gathered env by env. Against going through ``_open_move`` / ``_close_move`` row by
+        row, as turn-based games must, this and ``cycle_parallel`` together make one actor step
+        simple_spread 1.2-1.3x as fast (interleaved runs), with the same fragments to the bit.
         """
         d = self._last
         assert d is not None, "reset() comes before step()"
