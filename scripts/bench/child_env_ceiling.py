@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from gymnasium.spaces import Discrete
 
 from rlkit.config import load_train_config
 from rlkit.train import pettingzoo_env
@@ -44,10 +45,17 @@ def main() -> None:
     for k, env in enumerate(envs):
         env.reset(seed=k)
     spaces = {a: envs[0].action_space(a) for a in envs[0].possible_agents}
+    for space in spaces.values():
+        space.seed(0)
+
+    def action(agent: str):
+        space = spaces[agent]
+        return int(rng.integers(space.n)) if isinstance(space, Discrete) else space.sample()
+
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < args.seconds:
         for env in envs:
-            env.step({a: int(rng.integers(spaces[a].n)) for a in env.agents})
+            env.step({a: action(a) for a in env.agents})
             steps += 1
             if not env.agents:
                 env.reset(seed=steps)
