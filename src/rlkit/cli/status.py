@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -187,13 +189,21 @@ def _watch(names: list[str] | None, interval: float, timeout: float, all_jobs: b
 
     from rlkit.views.status import collect_status
 
-    with Live(console=output.console, auto_refresh=False) as live:
-        try:
-            while True:
+    # Ctrl-C sets a flag rather than raising: a KeyboardInterrupt that lands in a weakref
+    # callback or a __del__ (the status threads' clean-up) is printed and dropped by Python,
+    # and the watch went on forever. A shell that ignores SIGINT (a background job) keeps it so.
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    try:
+        with Live(console=output.console, auto_refresh=False) as live:
+            while not stop.is_set():
                 live.update(render(collect_status(names or None, timeout, all_jobs)), refresh=True)
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            return 0
+                stop.wait(interval)
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+    return 0
 
 
 def register(app: typer.Typer) -> None:
