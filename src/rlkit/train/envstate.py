@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copyreg
 import io
+import os
 import pickle
 import zlib
 from typing import Any
@@ -35,8 +36,6 @@ def _surface(pixels: bytes, size: tuple[int, int]) -> Any:
 
 
 def _font(path: str, size: float) -> Any:
-    import os
-
     import pygame.freetype
 
     pygame.freetype.init()

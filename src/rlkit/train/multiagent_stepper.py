@@ -303,10 +303,15 @@ class MultiAgentStepper:
                 # A seat the game dropped without a final word still ends its episode here.
                 for agent in self.spec.agents:
                     self._close_move(out, i, agent, terminated=True)
-                returns = dict(self._ep_return[i])
-                out.episodes.append(EpisodeEnd(i, returns, float(sum(returns.values())), int(self._ep_length[i])))
-                self._reset_env(i)
+                out.episodes.append(self._end_episode(i))
         return out.build(), self._decision()
+
+    def _end_episode(self, i: int) -> EpisodeEnd:
+        """Env ``i``'s finished episode; the env starts its next one."""
+        returns = dict(self._ep_return[i])
+        episode = EpisodeEnd(i, returns, float(sum(returns.values())), int(self._ep_length[i]))
+        self._reset_env(i)
+        return episode
 
     def _step_all_parallel(self, actions: Mapping[str, np.ndarray],
                            extras: Mapping[str, Mapping[str, np.ndarray]]) -> Moves:
@@ -340,6 +345,7 @@ class MultiAgentStepper:
                 ep_return[agent] += float(r)
             # The state a truncated agent was cut at is built from these observations.
             self._current[i] = dict(observations)
+            cut_state = None  # built once per env, for every agent cut in this step
             for agent in acts:
                 p, j = self.where[agent]
                 term[p][i, j] = terminations.get(agent, False)
@@ -347,13 +353,13 @@ class MultiAgentStepper:
                 if cut and agent in observations:
                     final[p][i, j] = self._split_obs(observations[agent])[0]
                 if cut and final_state is not None:
-                    final_state[p][i, j] = self._env_state(i)
+                    if cut_state is None:
+                        cut_state = self._env_state(i)
+                    final_state[p][i, j] = cut_state
             self._current[i] = {a: o for a, o in observations.items() if a in env.agents}
             self._ep_length[i] += 1
             if not env.agents:
-                returns = dict(ep_return)
-                episodes.append(EpisodeEnd(i, returns, float(sum(returns.values())), int(self._ep_length[i])))
-                self._reset_env(i)
+                episodes.append(self._end_episode(i))
 
         def acting_rows(p: str, arr: np.ndarray) -> np.ndarray:
             valid = d.acting[p].reshape(d.acting[p].shape + (1,) * (arr.ndim - 2))
