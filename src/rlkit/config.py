@@ -43,6 +43,11 @@ class EnvConfig(_Strict):
     clip_obs: float = Field(10.0, gt=0)
     reward_scale: float = Field(1.0, gt=0)
     """Rewards are multiplied by this for learning; reported returns stay raw."""
+    normalize_reward: bool = False
+    """Divide the rewards learned from by the running standard deviation of the discounted
+    return (algo.gamma), as SB3's VecNormalize does; reported returns stay raw."""
+    clip_reward: float = Field(10.0, gt=0)
+    """Normalised rewards are clipped to [-clip_reward, clip_reward]."""
     vectorization: Literal["auto", "sync"] = "auto"
     """auto: the environment's own batched implementation where gymnasium registers
     one (CartPole-v1 steps all its copies in one numpy call); sync: one env object per copy."""
@@ -209,6 +214,13 @@ class TrainConfig(_Strict):
                 f"rollout.envs_per_worker ({self.rollout.envs_per_worker}) must be a multiple of "
                 f"algo.group_size ({self.algo.group_size}): each worker runs whole groups"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _grpo_normalises_its_own_returns(self) -> TrainConfig:
+        if isinstance(self.algo, GRPOConfig) and self.env.normalize_reward:
+            raise ValueError("env.normalize_reward: algo grpo already scales each group's returns by their "
+                             "standard deviation; leave it false, or use algo.name ppo")
         return self
 
     @model_validator(mode="after")
