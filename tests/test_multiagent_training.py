@@ -20,6 +20,7 @@ from rlkit.train import pettingzoo_env as pz
 from rlkit.train.agents import build_mapping
 from rlkit.train.checkpoint import load_latest, load_run_config
 from rlkit.train.envs import probe
+from rlkit.train.evaluate import evaluate
 from rlkit.train.learner import Learner
 from rlkit.train.multiagent_stepper import MultiAgentStepper
 from rlkit.train.policies import NumpyPolicy
@@ -91,7 +92,7 @@ def test_reward_normalisation_keeps_a_scale_per_policy_and_reports_the_envs_retu
     overrides = ("stop.total_steps=1600", "env.reward_scale=1.0")
     raw = train(config("ppo_simple_adversary_independent.yaml", tmp_path / "raw", *overrides))
     scaled = train(config("ppo_simple_adversary_independent.yaml", tmp_path / "scaled", *overrides,
-                          "env.normalize_reward=true"))
+                          "env.normalize_reward=true", "eval.every_updates=1", "eval.episodes=2"))
     # The first fragments are the same episodes, reported as the environment scored them.
     first, first_raw = metrics(scaled.run_dir)[0], metrics(raw.run_dir)[0]
     for tag in ("charts/episodic_return", "adversary_0/charts/episodic_return", "agent_0/charts/episodic_return"):
@@ -102,6 +103,10 @@ def test_reward_normalisation_keeps_a_scale_per_policy_and_reports_the_envs_retu
     assert {pid: p["ret_rms"]["count"] for pid, p in policies.items()} == pytest.approx(
         dict.fromkeys(("adversary_0", "agent_0", "agent_1"), scaled.global_step + 1e-4))
     assert policies["adversary_0"]["ret_rms"]["var"] != policies["agent_0"]["ret_rms"]["var"]
+    # Evaluated after each update, by the team's return, as rlkit eval scores the checkpoint.
+    rows = metrics(scaled.run_dir)
+    assert all("eval/episodic_return" in row for row in rows)
+    assert rows[-1]["eval/episodic_return"] == evaluate(Path(scaled.run_dir), episodes=2).team_return
 
 
 @pytest.mark.slow

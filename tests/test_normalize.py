@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlkit.config import load_train_config
-from rlkit.errors import ConfigError
 from rlkit.train.normalize import DiscountedReturn, RunningMeanStd
 
 
@@ -61,8 +59,3 @@ def test_moments_of_two_actors_merge_into_the_moments_of_all_their_returns() -> 
     assert learner.mean.tolist() == pytest.approx([3.0], rel=1e-4)
     assert learner.var.tolist() == pytest.approx([3.5], rel=1e-4)
     assert learner.count == pytest.approx(4.0001)
-
-
-def test_grpo_refuses_reward_normalisation_in_one_line() -> None:
-    with pytest.raises(ConfigError, match="env.normalize_reward: algo grpo already scales each group's returns"):
-        load_train_config(None, ["algo.name=grpo", "rollout.envs_per_worker=8", "env.normalize_reward=true"])

@@ -225,6 +225,26 @@ def test_normalize_reward_scales_what_the_learner_fits_and_logs_the_env_returns(
     assert load_latest(Path(raw.run_dir)).state["trainer"]["learner"]["policies"][DEFAULT_POLICY]["ret_rms"] is None
 
 
+def test_periodic_evaluation_is_logged_and_judges_the_target_return(ray_local, tmp_path: Path) -> None:
+    summary = train(config("ppo_cartpole.yaml", tmp_path, "stop.total_steps=60000", "stop.target_return=150",
+                           "eval.every_updates=2", "eval.episodes=3"))
+    rows = metrics(summary.run_dir)
+    evals = [(row["update"], row["eval/episodic_return"]) for row in rows if "eval/episodic_return" in row]
+    assert [u for u, _ in evals] == list(range(2, summary.updates + 1, 2))
+    # It stopped at the first evaluation that reached the target, while the rolling
+    # return of the (exploring) training episodes was still far below it.
+    assert summary.stop_reason == "target_return"
+    assert evals[-1][1] >= 150 > max(v for _, v in evals[:-1])
+    assert rows[-1]["charts/rolling_return"] < 150
+    board = EventAccumulator(str(Path(summary.run_dir) / "tb"))
+    board.Reload()
+    points = board.Scalars("eval/episodic_return")
+    assert [e.step for e in points] == [row["step"] for row in rows if "eval/episodic_return" in row]
+    assert [e.value for e in points] == pytest.approx([v for _, v in evals], rel=1e-6)
+    # The same episodes rlkit eval plays: the final checkpoint scores what the last evaluation logged.
+    assert evaluate(Path(summary.checkpoint), episodes=3).mean_return == evals[-1][1]
+
+
 def test_time_budget_stops_the_run(ray_local, tmp_path: Path) -> None:
     summary = train(config("ppo_cartpole.yaml", tmp_path, "stop.total_steps=null", "stop.target_return=null",
                            "stop.time_budget_s=4"))
