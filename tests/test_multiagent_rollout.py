@@ -12,6 +12,7 @@ from rlkit.train import pettingzoo_env as pz
 from rlkit.train.agents import AgentMapping
 from rlkit.train.envs import PolicySpec
 from rlkit.train.multiagent_rollout import MultiAgentCollector
+from rlkit.train.normalize import DiscountedReturn
 from rlkit.train.policies import NumpyPolicy
 from rlkit.train.torch_model import ActorCritic
 from tests.conftest import CONFIGS
@@ -55,6 +56,33 @@ def test_turn_based_streams_carry_each_seats_moves_right_aligned_with_exact_cred
         # move's: seat_0 is to move at 2 moves made, seat_1's open move was made at 1.
         np.testing.assert_allclose(b["values"][:, seat_0], [v(0), v(2), v(0)], rtol=1e-6)
         np.testing.assert_allclose(b["last_value"][[seat_0, seat_1]], [v(2), v(1)], rtol=1e-6)
+
+
+def test_each_seats_discounted_return_runs_over_its_own_moves_for_reward_normalisation() -> None:
+    # The game of the test above, with gamma 0.5 and reward normalisation.
+    cfg = load_train_config(None, ["rollout.envs_per_worker=2", "rollout.fragment_length=6", "algo.gamma=0.5",
+                                   "env.normalize_reward=true"])
+    spec = PolicySpec((1,), "discrete", 3)
+    mapping = replace(AgentMapping.build({"seat_0": spec, "seat_1": spec}, lambda a: "seat"), mode="shared")
+    policy = NumpyPolicy(spec, ModelConfig(), critic=True)
+    policy.load(ActorCritic(spec, ModelConfig(), critic=True).numpy_weights())
+    multi = pz.describe(pz.PettingZooRef("test:tiny_v0", "test", "tiny_v0", "aec"), TinyGame())
+    returns = {"seat": DiscountedReturn(0.5, (2, 2))}
+    collector = MultiAgentCollector(cfg, mapping, multi, {"seat": policy}, {"seat": None},
+                                    np.random.default_rng(0), seed=0, env_fn=TinyGame, returns=returns)
+    got = collector.fragment()
+    # The batch keeps the game's own rewards; reported returns too.
+    np.testing.assert_array_equal(got.batches["seat"]["rewards"][:, 0], [3, 7, 3])
+    assert got.episode_returns == [110.0, 110.0]
+    # seat_0's moves earned 3, 7 (its last of the game), 3: G = 3, 0.5 * 3 + 7 = 8.5, then 3 in the next game.
+    # seat_1's earned 50, 40 (its last): G = 50, 0.5 * 50 + 40 = 65. Its padding row is no move and not counted.
+    seen = np.asarray([3, 8.5, 3, 50, 65] * 2)
+    moments = returns["seat"].take_moments()
+    assert moments is not None and moments.count == 10
+    np.testing.assert_allclose(moments.mean, [seen.mean()])      # 25.9
+    np.testing.assert_allclose(moments.var, [seen.var()])
+    # In progress: seat_0's new game (3); seat_1's game ended, so its G is 0 again.
+    np.testing.assert_array_equal(returns["seat"].value, [[3, 0], [3, 0]])
 
 
 def test_mappo_critic_sees_the_global_state_and_its_state_comes_back_from_a_checkpoint() -> None:

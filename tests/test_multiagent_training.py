@@ -20,6 +20,7 @@ from rlkit.train import pettingzoo_env as pz
 from rlkit.train.agents import build_mapping
 from rlkit.train.checkpoint import load_latest, load_run_config
 from rlkit.train.envs import probe
+from rlkit.train.evaluate import evaluate
 from rlkit.train.learner import Learner
 from rlkit.train.multiagent_stepper import MultiAgentStepper
 from rlkit.train.policies import NumpyPolicy
@@ -87,6 +88,27 @@ def test_independent_policies_over_unlike_spaces_train_and_improve(ray_local, tm
     assert good["agent_0"] > random["agent_0"] + 1 and good["agent_1"] > random["agent_1"] + 1, (good, random)
 
 
+def test_reward_normalisation_keeps_a_scale_per_policy_and_reports_the_envs_returns(ray_local, tmp_path: Path) -> None:
+    overrides = ("stop.total_steps=1600", "env.reward_scale=1.0")
+    raw = train(config("ppo_simple_adversary_independent.yaml", tmp_path / "raw", *overrides))
+    scaled = train(config("ppo_simple_adversary_independent.yaml", tmp_path / "scaled", *overrides,
+                          "env.normalize_reward=true", "eval.every_updates=1", "eval.episodes=2"))
+    # The first fragments are the same episodes, reported as the environment scored them.
+    first, first_raw = metrics(scaled.run_dir)[0], metrics(raw.run_dir)[0]
+    for tag in ("charts/episodic_return", "adversary_0/charts/episodic_return", "agent_0/charts/episodic_return"):
+        assert first[tag] == first_raw[tag], tag
+    assert first["adversary_0/losses/value_loss"] < first_raw["adversary_0/losses/value_loss"] / 10
+    # One scale per policy, each over every move its agent made (one agent each, one move a step).
+    policies = load_latest(Path(scaled.run_dir)).state["trainer"]["learner"]["policies"]
+    assert {pid: p["ret_rms"]["count"] for pid, p in policies.items()} == pytest.approx(
+        dict.fromkeys(("adversary_0", "agent_0", "agent_1"), scaled.global_step + 1e-4))
+    assert policies["adversary_0"]["ret_rms"]["var"] != policies["agent_0"]["ret_rms"]["var"]
+    # Evaluated after each update, by the team's return, as rlkit eval scores the checkpoint.
+    rows = metrics(scaled.run_dir)
+    assert all("eval/episodic_return" in row for row in rows)
+    assert rows[-1]["eval/episodic_return"] == evaluate(Path(scaled.run_dir), episodes=2).team_return
+
+
 @pytest.mark.slow
 def test_tictactoe_self_play_beats_a_random_player_from_either_seat(ray_local, tmp_path: Path) -> None:
     summary = train(config("selfplay_tictactoe.yaml", tmp_path))
@@ -137,10 +159,12 @@ def test_agents_that_die_are_masked_and_a_run_with_deaths_completes(ray_local, t
 def test_a_self_play_run_resumes_exactly_pool_included(ray_local, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     # Small games, a snapshot every 2 updates and a random-player match every 3: by update 4
-    # the pool, its results window and the actors' opponents all carry state.
+    # the pool, its results window and the actors' opponents all carry state; so do the
+    # reward scale and each seat's discounted return in progress.
     overrides = ("stop.total_steps=6144", "rollout.envs_per_worker=8", "rollout.fragment_length=32",
                  "multiagent.self_play.snapshot_every=2", "multiagent.self_play.random_eval_every=3",
-                 "multiagent.self_play.random_eval_games=10", "checkpoint.every_updates=1000")
+                 "multiagent.self_play.random_eval_games=10", "checkpoint.every_updates=1000",
+                 "env.normalize_reward=true")
     straight = train(config("selfplay_tictactoe.yaml", tmp_path / "a", *overrides))
     with ctrl_c_during_update(monkeypatch, 5):
         cut = train(config("selfplay_tictactoe.yaml", tmp_path / "b", *overrides))

@@ -19,12 +19,12 @@ from tests.conftest import CONFIGS
 EPISODE = 5
 
 
-def worker_and_learner(vectorization: str, envs: int, length: int):
+def worker_and_learner(vectorization: str, envs: int, length: int, *overrides: str):
     from rlkit.config import load_train_config
 
     cfg = load_train_config(CONFIGS / "ppo_cartpole.yaml", [
         f"env.vectorization={vectorization}", f"rollout.envs_per_worker={envs}",
-        f"rollout.fragment_length={length}",
+        f"rollout.fragment_length={length}", *overrides,
     ])
     cfg.env.kwargs = {"max_episode_steps": EPISODE}
     spec = probe(cfg.env, "ppo")
@@ -71,3 +71,41 @@ def test_episodes_and_resets_carry_across_fragments(vectorization: str) -> None:
     assert second.episode_lengths == [EPISODE] * 2
     np.testing.assert_array_equal(second.batches[DEFAULT_POLICY]["valid"][:, 0], [1, 1, 1, 1, 0, 1, 1])
     assert first.env_steps + second.env_steps == 2 * (14 - 2)
+
+
+@pytest.mark.parametrize("vectorization", ["auto", "sync"])
+def test_with_normalize_reward_the_learner_trains_on_rewards_over_the_return_std(vectorization: str) -> None:
+    envs, length = 3, 14
+    worker, learner = worker_and_learner(vectorization, envs, length, "env.normalize_reward=true")
+    frag = worker.sample([None], 0)
+    b = frag.batches[DEFAULT_POLICY]
+    valid = b["valid"] > 0
+    # What the actor sends and reports stays the environment's own: CartPole's 1 a step, returns of 5.
+    assert (b["rewards"][valid] == 1.0).all()
+    assert frag.episode_returns == [float(EPISODE)] * (2 * envs)
+    # Each env's G over its 12 real steps (gamma 0.98): an episode of five, another, then two steps.
+    g = [1.0]
+    for _ in range(EPISODE - 1):
+        g.append(0.98 * g[-1] + 1.0)                      # 1, 1.98, 2.9404, 3.881592, 4.80396016
+    seen = np.asarray((g + g + g[:2]) * envs)
+    stats = frag.return_stats[DEFAULT_POLICY]
+    assert stats.count == 12 * envs
+    np.testing.assert_allclose(stats.mean, [seen.mean()], rtol=1e-9)
+    np.testing.assert_allclose(stats.var, [seen.var()], rtol=1e-9)
+
+    given = []
+    rows = learner.algorithm.rows
+    learner.algorithm.rows = lambda batch: given.append(batch) or rows(batch)
+    learner.update([frag], 0.0)
+    # The learner's first scale is this fragment's own (its prior weighs 1e-4 of a sample).
+    np.testing.assert_allclose(given[0]["rewards"][valid], 1.0 / seen.std(), rtol=1e-4)
+
+    # A checkpoint round trip keeps the scale, and each env's return in progress (1 and 1.98).
+    restored = Learner(learner.cfg, learner.mapping, torch.device("cpu"))
+    restored.load_state_dict(learner.state_dict())
+    assert restored.policies[DEFAULT_POLICY].ret_rms == learner.policies[DEFAULT_POLICY].ret_rms
+    np.testing.assert_allclose(worker.returns[DEFAULT_POLICY].value[:, 0], [g[1]] * envs)
+    twin, _ = worker_and_learner(vectorization, envs, length, "env.normalize_reward=true")
+    twin.set_state(worker.get_state())
+    np.testing.assert_array_equal(twin.returns[DEFAULT_POLICY].value, worker.returns[DEFAULT_POLICY].value)
+    assert twin.sample([None], 0).return_stats == worker.sample([None], 0).return_stats

@@ -92,6 +92,17 @@ def test_grpo_groups_must_fit_the_worker(capsys) -> None:
     assert "multiple of algo.group_size" in one_line(err)
 
 
+@pytest.mark.parametrize(("config", "setting", "words"), [
+    ("grpo_cartpole.yaml", "env.normalize_reward=true", "env.normalize_reward: algo grpo already scales"),
+    ("selfplay_tictactoe.yaml", "eval.every_updates=5",
+     "eval.every_updates: a self-play run is measured against a random player"),
+])
+def test_settings_the_algorithm_or_mode_has_its_own_way_for(capsys, config: str, setting: str, words: str) -> None:
+    code, err = run_cli(capsys, "train", str(CONFIGS / config), "--set", setting)
+    assert code == 2
+    assert words in one_line(err)
+
+
 class _MultiBinaryEnv(gym.Env):
     observation_space = gym.spaces.Box(-1, 1, (3,), np.float32)
     action_space = gym.spaces.MultiBinary(4)

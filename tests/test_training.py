@@ -9,15 +9,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rlkit.config import load_train_config
+from rlkit.train.agents import DEFAULT_POLICY
 from rlkit.train.checkpoint import checkpoints, load_latest, load_run_config
-from rlkit.train.envs import probe
+from rlkit.train.envs import make_env, probe
 from rlkit.train.evaluate import evaluate
 from rlkit.train.learner import Learner
+from rlkit.train.normalize import RunningMeanStd
+from rlkit.train.policies import NumpyPolicy
 from rlkit.train.run import train
 from rlkit.train.trainer import Trainer
 from tests.conftest import CONFIGS
@@ -107,10 +111,12 @@ def test_ppo_learns_pendulum_continuous_actions(ray_local, tmp_path: Path) -> No
     assert late > early + 400, (early, late)
 
 
+@pytest.mark.parametrize("normalize_reward", ["false", "true"])
 def test_ctrl_c_mid_iteration_saves_what_was_logged_and_resumes_exactly(
-        ray_local, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        ray_local, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, normalize_reward: str) -> None:
+    # With normalize_reward the reward scale and each env's discounted return in progress carry over too.
     overrides = ("stop.total_steps=12288", "stop.target_return=null", "checkpoint.every_updates=1000",
-                 "sync.mode=sync")
+                 "sync.mode=sync", f"env.normalize_reward={normalize_reward}")
     straight = train(config("ppo_cartpole.yaml", tmp_path / "a", *overrides))
 
     with ctrl_c_during_update(monkeypatch, 8):
@@ -170,11 +176,73 @@ def test_async_mode_respects_the_policy_lag_bound(ray_local, tmp_path: Path) -> 
     assert any(row["charts/policy_lag_max"] == 1 for row in rows)
 
 
+def greedy_returns(run_dir: Path, obs_rms: RunningMeanStd | None, episodes: int, seed: int) -> list[float]:
+    """The checkpoint's mean-action policy on Pendulum, seeing observations through ``obs_rms``."""
+    loaded = load_latest(run_dir)
+    cfg = load_run_config(run_dir)
+    spec = probe(cfg.env, "ppo")
+    policy = NumpyPolicy(spec.agents[next(iter(spec.agents))], cfg.model, critic=False)
+    policy.load({k: v.numpy() for k, v in loaded.state["trainer"]["learner"]["policies"][DEFAULT_POLICY]["model"].items()})
+    env, returns = make_env(cfg.env), []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        total, done = 0.0, False
+        while not done:
+            x = np.asarray(obs, np.float32).reshape(1, -1)
+            x = x if obs_rms is None else obs_rms.normalize(x, cfg.env.clip_obs)
+            obs, reward, terminated, truncated, _ = env.step(policy.env_actions(policy.act_deterministic(x))[0])
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    return returns
+
+
 def test_eval_reports_mean_and_std_of_a_checkpoint(ray_local, tmp_path: Path) -> None:
     summary = train(config("ppo_pendulum.yaml", tmp_path, "stop.total_steps=4096"))
     result = evaluate(Path(summary.checkpoint), episodes=3)
     assert result.episodes == 3 and result.mean_length == 200
     assert -2000 < result.mean_return < 0 and result.std_return >= 0
+    # The run normalised observations: eval sees them through the checkpoint's statistics, as training did.
+    saved = load_latest(Path(summary.run_dir)).state["trainer"]["learner"]["policies"][DEFAULT_POLICY]["obs_rms"]
+    with_stats = greedy_returns(Path(summary.run_dir), RunningMeanStd.from_state_dict(saved), 3, seed=10_000)
+    assert result.mean_return == pytest.approx(np.mean(with_stats), rel=1e-9)
+    assert result.mean_return != pytest.approx(np.mean(greedy_returns(Path(summary.run_dir), None, 3, 10_000)))
+
+
+def test_normalize_reward_scales_what_the_learner_fits_and_logs_the_env_returns(ray_local, tmp_path: Path) -> None:
+    overrides = ("stop.total_steps=4096", "env.reward_scale=1.0")
+    raw = train(config("ppo_pendulum.yaml", tmp_path / "raw", *overrides))
+    scaled = train(config("ppo_pendulum.yaml", tmp_path / "scaled", *overrides, "env.normalize_reward=true"))
+    raw_rows, scaled_rows = metrics(raw.run_dir), metrics(scaled.run_dir)
+    # The first fragments come from the same initial policy and seeds: the same episodes, reported as the env scored them.
+    first = scaled_rows[0]["charts/episodic_return"]
+    assert first == raw_rows[0]["charts/episodic_return"] and -2000 < first < -500
+    # Pendulum pays down to -16 a step: raw value targets are in the tens, scaled ones near one.
+    assert scaled_rows[0]["losses/value_loss"] * 100 < raw_rows[0]["losses/value_loss"], (scaled_rows[0], raw_rows[0])
+    # Every real step's discounted return went into the scale the checkpoint keeps.
+    policies = load_latest(Path(scaled.run_dir)).state["trainer"]["learner"]["policies"]
+    assert policies[DEFAULT_POLICY]["ret_rms"]["count"] == pytest.approx(scaled.global_step + 1e-4)
+    assert load_latest(Path(raw.run_dir)).state["trainer"]["learner"]["policies"][DEFAULT_POLICY]["ret_rms"] is None
+
+
+def test_periodic_evaluation_is_logged_and_judges_the_target_return(ray_local, tmp_path: Path) -> None:
+    summary = train(config("ppo_cartpole.yaml", tmp_path, "stop.total_steps=60000", "stop.target_return=150",
+                           "eval.every_updates=2", "eval.episodes=3"))
+    rows = metrics(summary.run_dir)
+    evals = [(row["update"], row["eval/episodic_return"]) for row in rows if "eval/episodic_return" in row]
+    assert [u for u, _ in evals] == list(range(2, summary.updates + 1, 2))
+    # It stopped at the first evaluation that reached the target, while the rolling
+    # return of the (exploring) training episodes was still far below it.
+    assert summary.stop_reason == "target_return"
+    assert evals[-1][1] >= 150 > max(v for _, v in evals[:-1])
+    assert rows[-1]["charts/rolling_return"] < 150
+    board = EventAccumulator(str(Path(summary.run_dir) / "tb"))
+    board.Reload()
+    points = board.Scalars("eval/episodic_return")
+    assert [e.step for e in points] == [row["step"] for row in rows if "eval/episodic_return" in row]
+    assert [e.value for e in points] == pytest.approx([v for _, v in evals], rel=1e-6)
+    # The same episodes rlkit eval plays: the final checkpoint scores what the last evaluation logged.
+    assert evaluate(Path(summary.checkpoint), episodes=3).mean_return == evals[-1][1]
 
 
 def test_time_budget_stops_the_run(ray_local, tmp_path: Path) -> None:

@@ -43,6 +43,11 @@ class EnvConfig(_Strict):
     clip_obs: float = Field(10.0, gt=0)
     reward_scale: float = Field(1.0, gt=0)
     """Rewards are multiplied by this for learning; reported returns stay raw."""
+    normalize_reward: bool = False
+    """Divide the rewards learned from by the running standard deviation of the discounted
+    return (algo.gamma), as SB3's VecNormalize does; reported returns stay raw."""
+    clip_reward: float = Field(10.0, gt=0)
+    """Normalised rewards are clipped to [-clip_reward, clip_reward]."""
     vectorization: Literal["auto", "sync"] = "auto"
     """auto: the environment's own batched implementation where gymnasium registers
     one (CartPole-v1 steps all its copies in one numpy call); sync: one env object per copy."""
@@ -111,7 +116,8 @@ class SyncConfig(_Strict):
 class StopConfig(_Strict):
     total_steps: int | None = Field(500_000, ge=1, le=10**13)
     target_return: float | None = None
-    """Stop once the mean return of the last 100 episodes reaches this."""
+    """Stop once the mean return of the last 100 episodes reaches this; with eval.every_updates,
+    once an evaluation's mean return does."""
     # A year: longer is a typing mistake, and far longer overflows the waits on it.
     time_budget_s: float | None = Field(None, gt=0, le=366 * 24 * 3600)
 
@@ -120,6 +126,15 @@ class StopConfig(_Strict):
         if self.total_steps is None and self.time_budget_s is None:
             raise ValueError("set stop.total_steps or stop.time_budget_s, or training never ends")
         return self
+
+
+class EvalConfig(_Strict):
+    """Evaluation during training: the deterministic policies on environments of their own."""
+
+    every_updates: int | None = Field(None, ge=1, le=10**9)
+    """Updates between evaluations, logged as eval/episodic_return; none never evaluates."""
+    episodes: int = Field(10, ge=1, le=100_000)
+    """Episodes per evaluation, from the seeds rlkit eval uses, so each evaluation plays the same starts."""
 
 
 class CheckpointConfig(_Strict):
@@ -181,6 +196,7 @@ class TrainConfig(_Strict):
     algo: AlgoConfig = Field(default_factory=PPOConfig)
     sync: SyncConfig = Field(default_factory=SyncConfig)
     stop: StopConfig = Field(default_factory=StopConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     multiagent: MultiAgentConfig | None = None
     """For PettingZoo environments; none is mode shared."""
@@ -212,9 +228,24 @@ class TrainConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _grpo_normalises_its_own_returns(self) -> TrainConfig:
+        if isinstance(self.algo, GRPOConfig) and self.env.normalize_reward:
+            raise ValueError("env.normalize_reward: algo grpo already scales each group's returns by their "
+                             "standard deviation; leave it false, or use algo.name ppo")
+        return self
+
+    @model_validator(mode="after")
     def _grpo_is_single_agent(self) -> TrainConfig:
         if isinstance(self.algo, GRPOConfig) and self.multiagent is not None:
             raise ValueError("multiagent: algo grpo trains single-agent environments only; use algo.name ppo")
+        return self
+
+    @model_validator(mode="after")
+    def _self_play_evaluates_against_random(self) -> TrainConfig:
+        if (self.eval.every_updates is not None and self.multiagent is not None
+                and self.multiagent.mode == "self_play"):
+            raise ValueError("eval.every_updates: a self-play run is measured against a random player; "
+                             "use multiagent.self_play.random_eval_every")
         return self
 
     def to_yaml(self) -> str:

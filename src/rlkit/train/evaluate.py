@@ -9,6 +9,10 @@ Three kinds of run, three reports:
 
 A run is a game when it trained by self-play, or its environment is a
 turn-based (AEC) one with two agents.
+
+Training's own evaluations (``eval.every_updates``) play the policies of the
+version just published through ``mean_return``, on the episodes ``rlkit eval``
+plays by default.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ from rlkit.train.envs import SINGLE_AGENT, EnvSpec, make_env, probe
 from rlkit.train.games import Player, SeatRates, play_match, policy_player, random_player
 from rlkit.train.multiagent_stepper import EpisodeEnd, MultiAgentStepper
 from rlkit.train.normalize import RunningMeanStd
-from rlkit.train.policies import NumpyPolicy
+from rlkit.train.policies import NumpyPolicy, Published
 
 RANDOM_OPPONENT = "random"
+SEED = 10_000
+"""The first episode's reset seed; episode k resets with SEED + k."""
 
 
 class _Report:
@@ -72,14 +78,23 @@ class GameEvalResult(_Report):
 
 
 @dataclass(frozen=True)
-class _Run:
-    """A loaded checkpoint's policies, with what they were trained on."""
+class Policies:
+    """Deterministic policies with what they are trained on: a checkpoint's, or a run's in progress."""
 
-    path: Path
     config: TrainConfig
     spec: EnvSpec
     mapping: AgentMapping
     policies: dict[str, tuple[NumpyPolicy, RunningMeanStd | None]]
+
+    @classmethod
+    def of_published(cls, config: TrainConfig, spec: EnvSpec, mapping: AgentMapping,
+                     published: Published) -> Policies:
+        policies = {}
+        for pid, copy in published.policies.items():
+            policy = NumpyPolicy(mapping.policies[pid], config.model, critic=False)
+            policy.load(copy.weights)
+            policies[pid] = (policy, copy.obs_norm)
+        return cls(config, spec, mapping, policies)
 
     @property
     def is_game(self) -> bool:
@@ -89,6 +104,13 @@ class _Run:
     def observe(self, policy_id: str, x: np.ndarray) -> np.ndarray:
         rms = self.policies[policy_id][1]
         return x if rms is None else rms.normalize(x, self.config.env.clip_obs)
+
+
+@dataclass(frozen=True)
+class _Run(Policies):
+    """A loaded checkpoint's policies."""
+
+    path: Path
 
 
 def _load(target: Path) -> ckpt.Loaded:
@@ -116,10 +138,10 @@ def _open_run(target: Path, notify: Callable[[str], None]) -> _Run:
         policy.load({k: v.numpy() for k, v in saved[pid]["model"].items()})
         obs_rms = RunningMeanStd.from_state_dict(saved[pid]["obs_rms"]) if saved[pid]["obs_rms"] else None
         policies[pid] = (policy, obs_rms)
-    return _Run(loaded.path, config, spec, mapping, policies)
+    return _Run(config, spec, mapping, policies, loaded.path)
 
 
-def evaluate(target: Path, episodes: int = 10, seed: int = 10_000,
+def evaluate(target: Path, episodes: int = 10, seed: int = SEED,
              notify: Callable[[str], None] = ckpt.to_stderr,
              opponent: str | None = None) -> EvalResult | MultiAgentEvalResult | GameEvalResult:
     """The greedy (argmax or mean-action) policies of ``target`` over ``episodes``.
@@ -144,7 +166,19 @@ def evaluate(target: Path, episodes: int = 10, seed: int = 10_000,
     return _eval_single(run, episodes, seed)
 
 
+def mean_return(run: Policies, episodes: int, seed: int = SEED) -> float:
+    """The mean return of ``episodes`` episodes of the deterministic policies; multi-agent, the team return."""
+    if run.spec.multi is not None:
+        return float(np.mean([e.team_return for e in _multi_episodes(run, episodes, seed)]))
+    return float(np.mean(_single_episodes(run, episodes, seed)[0]))
+
+
 def _eval_single(run: _Run, episodes: int, seed: int) -> EvalResult:
+    returns, lengths = _single_episodes(run, episodes, seed)
+    return EvalResult(str(run.path), episodes, float(np.mean(returns)), float(np.std(returns)), float(np.mean(lengths)))
+
+
+def _single_episodes(run: Policies, episodes: int, seed: int) -> tuple[list[float], list[int]]:
     pid = run.mapping.policy_of[SINGLE_AGENT]
     policy = run.policies[pid][0]
     env = make_env(run.config.env)
@@ -162,10 +196,19 @@ def _eval_single(run: _Run, episodes: int, seed: int) -> EvalResult:
         returns.append(total)
         lengths.append(steps)
     env.close()
-    return EvalResult(str(run.path), episodes, float(np.mean(returns)), float(np.std(returns)), float(np.mean(lengths)))
+    return returns, lengths
 
 
 def _eval_multi(run: _Run, episodes: int, seed: int) -> MultiAgentEvalResult:
+    ends = _multi_episodes(run, episodes, seed)
+    policy_returns = {pid: float(np.mean([np.mean([e.returns[a] for a in agents]) for e in ends]))
+                      for pid, agents in run.mapping.slots.items()}
+    team = [e.team_return for e in ends]
+    return MultiAgentEvalResult(str(run.path), episodes, policy_returns, float(np.mean(team)), float(np.std(team)),
+                                float(np.mean([e.length for e in ends])))
+
+
+def _multi_episodes(run: Policies, episodes: int, seed: int) -> list[EpisodeEnd]:
     multi, mapping = run.spec.multi, run.mapping
     assert multi is not None
     stepper = MultiAgentStepper(multi, pettingzoo_env.env_factory(multi.ref, run.config.env.kwargs), 1,
@@ -185,12 +228,7 @@ def _eval_multi(run: _Run, episodes: int, seed: int) -> MultiAgentEvalResult:
         moves, decision = stepper.step(actions)
         ends.extend(moves.episodes)
     stepper.close()
-    ends = ends[:episodes]
-    policy_returns = {pid: float(np.mean([np.mean([e.returns[a] for a in agents]) for e in ends]))
-                      for pid, agents in mapping.slots.items()}
-    team = [e.team_return for e in ends]
-    return MultiAgentEvalResult(str(run.path), episodes, policy_returns, float(np.mean(team)), float(np.std(team)),
-                                float(np.mean([e.length for e in ends])))
+    return ends[:episodes]
 
 
 def _seat_player(run: _Run) -> Player:

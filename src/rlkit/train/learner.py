@@ -42,6 +42,8 @@ class PolicyState:
     optimizer: FlatAdam
     reference: ActorCritic | None
     obs_rms: RunningMeanStd | None
+    ret_rms: RunningMeanStd | None = None
+    """With ``env.normalize_reward``: the moments of the discounted return, the rewards' scale."""
     version: int = 0
     """This policy's updates so far."""
 
@@ -51,6 +53,7 @@ class PolicyState:
             "optimizer": self.optimizer.state_dict(),
             "reference": self.reference.state_dict() if self.reference else None,
             "obs_rms": self.obs_rms.state_dict() if self.obs_rms else None,
+            "ret_rms": self.ret_rms.state_dict() if self.ret_rms else None,
             "version": self.version,
         }
 
@@ -60,6 +63,9 @@ class PolicyState:
         if self.reference is not None and state["reference"] is not None:
             self.reference.load_state_dict(state["reference"])
         self.obs_rms = RunningMeanStd.from_state_dict(state["obs_rms"]) if state["obs_rms"] else None
+        # normalize_reward may be turned on at a resume (or the checkpoint predate it): the scale starts afresh.
+        if self.ret_rms is not None and state.get("ret_rms"):
+            self.ret_rms = RunningMeanStd.from_state_dict(state["ret_rms"])
         self.version = state["version"]
 
 
@@ -100,7 +106,8 @@ class Learner:
         # Adam with eps=1e-5, CleanRL's setting for PPO.
         optimizer = FlatAdam(model, lr=self.cfg.algo.lr, eps=1e-5)
         obs_rms = RunningMeanStd.zeros((pspec.obs_dim,)) if self.cfg.env.normalize_obs else None
-        return PolicyState(model, optimizer, self.algorithm.reference(model), obs_rms)
+        ret_rms = RunningMeanStd.zeros((1,)) if self.cfg.env.normalize_reward else None
+        return PolicyState(model, optimizer, self.algorithm.reference(model), obs_rms, ret_rms)
 
     def publish(self) -> Published:
         """Every policy's numpy weights and normaliser: one object, put in the object store once."""
@@ -119,7 +126,9 @@ class Learner:
             if not batches:
                 continue
             stats = [frag.obs_stats[pid] for frag in fragments if frag.obs_stats and pid in frag.obs_stats]
-            result, rows = self._update_policy(state, batches, stats, progress)
+            ret_stats = [frag.return_stats[pid] for frag in fragments
+                         if frag.return_stats and pid in frag.return_stats]
+            result, rows = self._update_policy(state, batches, stats, ret_stats, progress)
             critic_rows.append(rows)
             metrics.update({f"{pid}/{k}" if self.prefixed else k: v for k, v in result.items()})
         if self.critic is not None and critic_rows:
@@ -138,12 +147,17 @@ class Learner:
         return list(torch.randperm(size, generator=self.shuffle).to(self.device).tensor_split(splits))
 
     def _update_policy(self, state: PolicyState, batches: list[dict[str, np.ndarray]],
-                       obs_stats: list[RunningMeanStd],
+                       obs_stats: list[RunningMeanStd], return_stats: list[RunningMeanStd],
                        progress: float) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         algorithm, algo = self.algorithm, self.cfg.algo
         if state.obs_rms is not None:
             for stats in obs_stats:
                 state.obs_rms.merge(stats)
+        if state.ret_rms is not None:
+            for stats in return_stats:
+                state.ret_rms.merge(stats)
+            # One scale for the whole update, this update's returns included (SB3 updates, then scales).
+            batches = [{**b, "rewards": state.ret_rms.scale(b["rewards"], self.cfg.env.clip_reward)} for b in batches]
         parts = [algorithm.rows(b) for b in batches]
         batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         t = {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}

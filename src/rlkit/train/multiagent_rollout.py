@@ -27,7 +27,7 @@ import numpy as np
 from rlkit.config import TrainConfig
 from rlkit.train.agents import AgentMapping
 from rlkit.train.multiagent_stepper import Decision, EpisodeEnd, Moves, MultiAgentStepper
-from rlkit.train.normalize import RunningMeanStd
+from rlkit.train.normalize import DiscountedReturn, RunningMeanStd
 from rlkit.train.pettingzoo_env import MultiAgentSpec, env_factory
 from rlkit.train.policies import NumpyPolicy
 
@@ -53,13 +53,16 @@ class Collected:
 class MultiAgentCollector:
     def __init__(self, config: TrainConfig, mapping: AgentMapping, multi: MultiAgentSpec,
                  policies: dict[str, NumpyPolicy], obs_norm: dict[str, RunningMeanStd | None],
-                 rng: np.random.Generator, seed: int, env_fn: Callable[[], Any] | None = None) -> None:
+                 rng: np.random.Generator, seed: int, env_fn: Callable[[], Any] | None = None,
+                 returns: dict[str, DiscountedReturn] | None = None) -> None:
         """``env_fn`` builds one environment copy; by default the one ``multi`` names, with ``env.kwargs``."""
         self.cfg = config
         self.mapping = mapping
         self.policies = policies
         self.obs_norm = obs_norm
         """The worker's own dict: it swaps in each new version's normalisers."""
+        self.returns = returns
+        """The worker's discounted returns (``env.normalize_reward``), stepped here over the moves learned from."""
         self.rng = rng
         self.n = config.rollout.envs_per_worker
         self.central = mapping.critic_dim is not None
@@ -170,7 +173,10 @@ class MultiAgentCollector:
                 {p: policy.env_actions(actions[p].reshape(-1, *actions[p].shape[2:])).reshape(actions[p].shape)
                  for p, policy in self.policies.items()}, extras)
             for p in self.policies:
-                steps[p].append(self._rows(p, moves, scale))
+                rows = self._rows(p, moves, scale)
+                steps[p].append(rows)
+                if self.returns is not None:
+                    self.returns[p].step(rows["rewards"], rows["dones"], rows["valid"])
             for ep in moves.episodes:
                 lengths.append(ep.length)
                 for p, slots in self.mapping.slots.items():

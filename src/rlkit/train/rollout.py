@@ -22,7 +22,7 @@ from rlkit.train import envstate
 from rlkit.train.algos.base import Collection
 from rlkit.train.envs import SINGLE_AGENT, PolicySpec, env_factory, make_vector_env
 from rlkit.train.multiagent_rollout import MultiAgentCollector
-from rlkit.train.normalize import RunningMeanStd
+from rlkit.train.normalize import DiscountedReturn, RunningMeanStd
 from rlkit.train.pettingzoo_env import MultiAgentSpec
 from rlkit.train.policies import NumpyPolicy, PolicyCopy, Published
 
@@ -40,6 +40,8 @@ class Fragment:
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
     obs_stats: dict[str, RunningMeanStd] | None = None
+    return_stats: dict[str, RunningMeanStd] | None = None
+    """With ``env.normalize_reward``: per policy, the moments of the discounted returns seen."""
     peak_rss_mb: float = 0.0
     """The actor process's peak resident memory so far."""
     policy_returns: dict[str, list[float]] = field(default_factory=dict)
@@ -78,8 +80,14 @@ class RolloutWorker:
         self.group_size = collection.group_size
         self.collector: MultiAgentCollector | None = None
         n = config.rollout.envs_per_worker
+        self.returns: dict[str, DiscountedReturn] | None = None
+        """With ``env.normalize_reward``: per policy, each (env, slot) stream's discounted return."""
+        if config.env.normalize_reward:
+            self.returns = {pid: DiscountedReturn(config.algo.gamma, (n, len(mapping.slots[pid])))
+                            for pid in self.policies}
         if multi is not None:
-            self.collector = MultiAgentCollector(config, mapping, multi, self.policies, self.obs_norm, self.rng, seed)
+            self.collector = MultiAgentCollector(config, mapping, multi, self.policies, self.obs_norm, self.rng, seed,
+                                                 returns=self.returns)
             if mapping.critic_dim is not None:
                 self.collector.critic = NumpyPolicy(PolicySpec((mapping.critic_dim,), "discrete", 1),
                                                     config.model, critic=True)
@@ -150,7 +158,14 @@ class RolloutWorker:
         assert self.collector is not None
         c = self.collector.fragment()
         return Fragment(self.worker_index, self.version, c.env_steps, c.batches, c.episode_returns,
-                        c.episode_lengths, c.obs_stats, peak_rss_mb(), c.policy_returns, c.outcomes)
+                        c.episode_lengths, c.obs_stats, self._return_stats(), peak_rss_mb(), c.policy_returns,
+                        c.outcomes)
+
+    def _return_stats(self) -> dict[str, RunningMeanStd] | None:
+        """The moments of the discounted returns since the last fragment, per policy that saw any."""
+        if self.returns is None:
+            return None
+        return {pid: stats for pid, acc in self.returns.items() if (stats := acc.take_moments()) is not None}
 
     def _fragment(self) -> Fragment:
         """Step every environment ``fragment_length`` times."""
@@ -166,6 +181,7 @@ class RolloutWorker:
         bootstrap = np.zeros((T, N), np.float32)
         valid = np.empty((T, N), np.float32)
         returns, lengths = [], []
+        discounted = None if self.returns is None else self.returns[self.pid]
         for t in range(T):
             raw_obs[t] = self.obs
             obs[t] = self._normalize(self.obs, norm)
@@ -178,6 +194,8 @@ class RolloutWorker:
             rewards[t] = reward * scale
             done = terminated | truncated
             dones[t] = done
+            if discounted is not None:
+                discounted.step(rewards[t, :, None], done[:, None], valid[t, :, None] > 0)
             # Time-limit truncation is not termination: bootstrap from the value
             # of the final observation (the one just returned) instead of zero.
             cut = np.flatnonzero(truncated & ~terminated)
@@ -196,7 +214,7 @@ class RolloutWorker:
             "last_value": policy.value(self._normalize(self.obs, norm)),
         }
         return Fragment(self.worker_index, self.version, int(valid.sum()), {self.pid: batch},
-                        returns, lengths, self._stats(raw_obs), peak_rss_mb())
+                        returns, lengths, self._stats(raw_obs), self._return_stats(), peak_rss_mb())
 
     def _episode_groups(self) -> Fragment:
         """Run whole groups of episodes, each group from one shared reset seed."""
@@ -232,7 +250,7 @@ class RolloutWorker:
         }
         raw_obs = np.stack([s[0] for s in flat])
         return Fragment(self.worker_index, self.version, len(flat), {self.pid: batch},
-                        [float(r) for r in ep_return], lengths, self._stats(raw_obs), peak_rss_mb())
+                        [float(r) for r in ep_return], lengths, self._stats(raw_obs), peak_rss_mb=peak_rss_mb())
 
     def get_state(self) -> bytes | None:
         """Environment, episode and RNG state for an exact resume; None if the envs cannot be pickled."""
@@ -242,16 +260,22 @@ class RolloutWorker:
             envs = self.env_list
         else:
             envs = (self.vec, self.obs, self.ep_return, self.ep_length, self.resetting)
+        returns = None if self.returns is None else {pid: acc.value for pid, acc in self.returns.items()}
         try:
-            return envstate.dumps((envs, self.rng.bit_generator.state))
+            return envstate.dumps((envs, self.rng.bit_generator.state, returns))
         except Exception:  # an env holding a handle that cannot be pickled
             return None
 
     def set_state(self, state: bytes) -> None:
         # Unpickling runs code: the driver hands over only state whose
         # signature verified as this user's (train/checkpoint.py).
-        envs, rng_state = pickle.loads(state)
+        envs, rng_state, *returns = pickle.loads(state)
         self.rng.bit_generator.state = rng_state
+        # A checkpoint of a run without normalize_reward, or of an rlkit before it, holds no
+        # returns: theirs start at zero, as at the start of an episode.
+        if self.returns is not None and returns and returns[0] is not None:
+            for pid, value in returns[0].items():
+                self.returns[pid].value = value
         if self.collector is not None:
             self.collector.set_state(envs)
         elif self.group_size is not None:

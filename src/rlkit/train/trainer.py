@@ -45,6 +45,8 @@ class Trainer:
         self.episodes = 0
         self.dropped = 0
         self.recent_returns: deque[float] = deque(maxlen=ROLLING_EPISODES)
+        self.eval_return: float | None = None
+        """The latest evaluation's mean return (``eval.every_updates``)."""
         self.actor_peak_rss_mb = 0.0
         self.elapsed_before = 0.0
         self.started = time.perf_counter()
@@ -113,7 +115,11 @@ class Trainer:
         if self.opponents is not None:
             metrics.update(self._self_play(fragments))
         # One ray.put per version; actors read it from the object store.
-        self.weights_ref = ray.put(self._publish())
+        published = self._publish()
+        self.weights_ref = ray.put(published)
+        every = self.cfg.eval.every_updates
+        if every is not None and self.learner.updates % every == 0:
+            metrics["eval/episodic_return"] = self.eval_return = self._evaluate(published)
         returns = [r for f in fragments for r in f.episode_returns]
         lengths = [n for f in fragments for n in f.episode_lengths]
         if returns:
@@ -159,13 +165,29 @@ class Trainer:
             metrics.update(games.random_rates(result))
         return metrics
 
+    def _evaluate(self, published: Published) -> float:
+        """The new version's deterministic policies on environments of their own (SB3's EvalCallback).
+
+        Here in the driver, between updates: in sync mode the actors wait for it, in
+        async mode they go on sampling the fragments already asked for.
+        """
+        from rlkit.train.evaluate import Policies, mean_return
+
+        return mean_return(Policies.of_published(self.cfg, self.spec, self.mapping, published),
+                           self.cfg.eval.episodes)
+
     def stop_reason(self) -> str | None:
         stop = self.cfg.stop
         if stop.total_steps is not None and self.global_step >= stop.total_steps:
             return "total_steps"
-        if (stop.target_return is not None and len(self.recent_returns) == ROLLING_EPISODES
-                and np.mean(self.recent_returns) >= stop.target_return):
-            return "target_return"
+        if stop.target_return is not None:
+            if self.cfg.eval.every_updates is not None:
+                reached = self.eval_return is not None and self.eval_return >= stop.target_return
+            else:
+                reached = (len(self.recent_returns) == ROLLING_EPISODES
+                           and np.mean(self.recent_returns) >= stop.target_return)
+            if reached:
+                return "target_return"
         if stop.time_budget_s is not None and self.elapsed >= stop.time_budget_s:
             return "time_budget"
         return None
@@ -178,6 +200,7 @@ class Trainer:
             "episodes": self.episodes,
             "dropped": self.dropped,
             "recent_returns": list(self.recent_returns),
+            "eval_return": self.eval_return,
             "elapsed": self.elapsed,
             "pool": None if self.opponents is None else self.opponents.state_dict(),
         }
@@ -196,6 +219,7 @@ class Trainer:
         self.episodes = state["episodes"]
         self.dropped = state["dropped"]
         self.recent_returns = deque(state["recent_returns"], maxlen=ROLLING_EPISODES)
+        self.eval_return = state.get("eval_return")  # absent from checkpoints of an rlkit before eval
         self.elapsed_before = state["elapsed"]
         if self.opponents is not None:
             self.opponents.load_state_dict(state["pool"])
