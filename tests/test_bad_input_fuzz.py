@@ -47,6 +47,7 @@ COMMANDS = {
     "eval": ["eval"],
     "sweep": ["sweep", "--dry-run"],
     "check": ["check"],
+    "runs": ["runs"],
     "(none)": [],
 }
 # Appended to train: stop.total_steps=0 never validates, so no generated config trains.
@@ -65,6 +66,7 @@ OPTIONS = {
     "eval": ["--episodes", "-n", "--opponent", "--json"],
     "sweep": ["--set", "--cluster", "-c", "--all", "--name", "--resume", "--quiet", "--json"],
     "check": ["--all", "--expect", "--json", "--timeout"],
+    "runs": ["--json", "--plot", "-o", "--output", "--x", "steps", "time", "curves.png"],
     "(none)": ["--version", "-x", "launch", "nosuch"],
 }
 NUMBERS = ["inf", "-inf", "nan", ".inf", "-1", "0", "1e400", "12345678901234567890123456", "1.0e+12", "0x10",

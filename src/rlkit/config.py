@@ -10,7 +10,6 @@ an out-of-memory error in a rollout actor.
 from __future__ import annotations
 
 import difflib
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -188,7 +187,7 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     learner_threads: int = Field(1, ge=0, le=1024)
     """torch threads of a CPU learner; 0 keeps torch's default (one per core)."""
-    runs_dir: str = Field(default_factory=lambda: os.environ.get("RLKIT_RUNS_DIR", "runs"))
+    runs_dir: str = Field(default_factory=paths.runs_dir)
     """Parent of run directories; $RLKIT_RUNS_DIR sets the default (jobs, sweeps)."""
     env: EnvConfig = Field(default_factory=EnvConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)

@@ -10,6 +10,9 @@ from rlkit.errors import BadInputError
 
 ADDRESS_FILE_ENV = "RLKIT_RAY_ADDRESS_FILE"
 HOME_ENV = "RLKIT_HOME"
+RUNS_DIR_ENV = "RLKIT_RUNS_DIR"
+# Set in a submitted job's environment: the run records which cluster it ran on.
+CLUSTER_ENV = "RLKIT_CLUSTER"
 
 
 def address_file() -> Path:
@@ -23,6 +26,12 @@ def rlkit_home() -> Path:
     override = os.environ.get(HOME_ENV)
     home = Path(override).expanduser() if override else Path.home() / ".rlkit"
     return check_dir(home, f"{HOME_ENV} " if override else "")
+
+
+def runs_dir() -> str:
+    """Where run directories go unless a config says otherwise: ``$RLKIT_RUNS_DIR``
+    (jobs and sweeps set it) or ``runs`` in the working directory."""
+    return os.environ.get(RUNS_DIR_ENV, "runs")
 
 
 def check_dir(path: Path, what: str = "") -> Path:

@@ -26,7 +26,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from rlkit.cli import check, env, launch, logs, status, stop, submit, sweep, teardown, train
+    from rlkit.cli import check, env, launch, logs, runs, status, stop, submit, sweep, teardown, train
 
     launch.register(app)
     submit.register(app)
@@ -36,6 +36,7 @@ def _register() -> None:
     env.register(app)
     teardown.register(app)
     train.register(app)
+    runs.register(app)
     sweep.register(app)
     check.register(app)
 

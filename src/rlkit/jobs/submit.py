@@ -26,7 +26,6 @@ from rlkit.jobs import listing, package
 from rlkit.jobs.client import connect, one_line
 from rlkit.jobs.spec import Job, JobSpec, prepare
 
-RUNS_DIR_ENV = "RLKIT_RUNS_DIR"
 # A stop interrupts the job as Ctrl-C would, so that rlkit train saves a
 # checkpoint to resume from, and leaves it that long before SIGKILL.
 STOP_ENV = {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "30"}
@@ -44,7 +43,8 @@ class Assignment:
 
     def env_vars(self) -> dict[str, str]:
         # Unbuffered, so that `--follow` shows lines as the job prints them.
-        return {"PYTHONUNBUFFERED": "1", **STOP_ENV, RUNS_DIR_ENV: self.runs_dir, **self.job.spec.env}
+        return {"PYTHONUNBUFFERED": "1", **STOP_ENV, paths.RUNS_DIR_ENV: self.runs_dir,
+                paths.CLUSTER_ENV: self.cluster.name, **self.job.spec.env}
 
     def metadata(self) -> dict[str, str]:
         """Ray keeps this with the job: rlkit's tag, and the config it ran."""
@@ -134,8 +134,8 @@ def _runs_dir(job: Job, cluster: Cluster, submission_id: str, base: str | None, 
     to be elsewhere: under the Ray user's home)."""
     if job.config is not None and "runs_dir" in job.config.model_fields_set:
         return job.config.runs_dir
-    if RUNS_DIR_ENV in job.spec.env:
-        return job.spec.env[RUNS_DIR_ENV]
+    if paths.RUNS_DIR_ENV in job.spec.env:
+        return job.spec.env[paths.RUNS_DIR_ENV]
     if base is None:
         base = provider_for(cluster.record).runs_base(working_dir) if cluster.record else REMOTE_RUNS_BASE
     return f"{base}/{submission_id}"

@@ -1,7 +1,8 @@
 """Run directories and checkpoints: the one writer and the one loader.
 
 A run directory is ``<runs_dir>/<name>-<timestamp>/`` with config.yaml (the
-resolved config), tb/, checkpoints/ and metrics.jsonl. A checkpoint holds
+resolved config), tb/, checkpoints/, metrics.jsonl and run.json (its process
+record, ``rlkit.train.runs``). A checkpoint holds
 everything needed to continue exactly: learner, optimizer, counters,
 normaliser, RNG states and, where the envs can be pickled, the actors' envs.
 

@@ -36,20 +36,34 @@ def run_loop(trainer: Trainer, log: RunLog, every: int,
     ``after`` sees every iteration once it is logged, and must write a
     checkpoint when one is due (the log is flushed by then, so the checkpoint
     never runs ahead of it). Ctrl-C lets the iteration in progress finish;
-    a second one raises KeyboardInterrupt at once.
+    a second one raises KeyboardInterrupt at once. However the loop ends, the
+    run log records why (``rlkit runs`` reads it).
     """
     path: Path | None = None
     reason = trainer.stop_reason()
-    with _StopAtBoundary() as interrupt:
-        while reason is None:
-            metrics = trainer.step()
-            updates = trainer.learner.updates
-            log.log(trainer.global_step, updates, trainer.elapsed, metrics)
-            reason = "interrupted" if interrupt.requested else trainer.stop_reason()
-            due = reason is not None or updates % every == 0
-            if due:
-                log.flush()
-            path = after(Iteration(updates, metrics, reason, due)) or path
+
+    def end(why: str, error: str | None = None) -> None:
+        log.end(why, trainer.global_step, trainer.learner.updates, trainer.elapsed, error)
+
+    try:
+        with _StopAtBoundary() as interrupt:
+            while reason is None:
+                metrics = trainer.step()
+                updates = trainer.learner.updates
+                log.log(trainer.global_step, updates, trainer.elapsed, metrics)
+                reason = "interrupted" if interrupt.requested else trainer.stop_reason()
+                due = reason is not None or updates % every == 0
+                if due:
+                    log.flush()
+                path = after(Iteration(updates, metrics, reason, due)) or path
+    except KeyboardInterrupt:
+        end("interrupted")
+        raise
+    except BaseException as err:
+        # `rlkit runs` shows this line; the traceback is the caller's to show.
+        end("failed", " ".join(f"{type(err).__name__}: {err}".split())[:300])
+        raise
+    end(reason)
     return reason, path
 
 

@@ -14,8 +14,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from rlkit.config import TrainConfig
 from rlkit.files import atomic_write
-
-METRICS_FILE = "metrics.jsonl"
+from rlkit.train.runs import METRICS_FILE, record_end, record_start
 
 
 def _clean(value: float) -> float | None:
@@ -23,7 +22,8 @@ def _clean(value: float) -> float | None:
 
 
 class RunLog:
-    """TensorBoard scalars under CleanRL's tag names, the same numbers as JSON lines.
+    """TensorBoard scalars under CleanRL's tag names, the same numbers as JSON lines,
+    and the run's process record (``rlkit.train.runs``: who runs it, and why it ended).
 
     ``start_step`` is the step of the checkpoint a run resumes from: what was
     logged after it (by a run killed before its next checkpoint) is cut from
@@ -31,6 +31,7 @@ class RunLog:
     """
 
     def __init__(self, run_dir: Path, config: TrainConfig, quiet: bool, start_step: int = 0) -> None:
+        self.run_dir = run_dir
         metrics_path = run_dir / METRICS_FILE
         if start_step:
             _cut_after(metrics_path, start_step)
@@ -53,6 +54,7 @@ class RunLog:
             total = config.stop.total_steps or 0
             self.task = self.progress.add_task(config.name, total=total, completed=start_step, sps=0.0, ret="-")
             self.progress.start()
+        record_start(run_dir, start_step)
 
     def log(self, step: int, update: int, elapsed: float, metrics: dict[str, float]) -> None:
         # One event holding every scalar of this update: the same records
@@ -72,6 +74,11 @@ class RunLog:
         """Put everything logged so far on disk (a sweep trial may be ended at any report)."""
         self.metrics_file.flush()
         self.writer.flush()
+
+    def end(self, reason: str, step: int, updates: int, wall_s: float, error: str | None = None) -> None:
+        """Record why the run ended, once what it logged is on disk."""
+        self.flush()
+        record_end(self.run_dir, reason, step, updates, wall_s, error)
 
     def close(self) -> None:
         if self.progress is not None:
