@@ -88,9 +88,6 @@ def test_sigkill_of_the_driver_takes_its_ray_processes_down(driver: tuple[subpro
     assert _wait_for(lambda: any(b"ray::DashboardAgent" in c for c in _ray_processes(tmpdir).values()), 120), \
         "Ray's agents never started"
     before = _ray_processes(tmpdir)
-    # The head processes a training run has no use for are not started (rlkit.train.session).
-    unused = (b"dashboard/dashboard.py", b"autoscaler/_private/monitor.py", b"_private/log_monitor.py")
-    assert not [c[:120] for c in before.values() if any(u in c for u in unused)]
     proc.kill()
     proc.wait()
     assert _wait_for(lambda: not _survivors(before), 10), [c[:120] for c in _survivors(before)]
