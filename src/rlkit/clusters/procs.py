@@ -160,5 +160,56 @@ def temp_dir_of(refs: Iterable[ProcessRef]) -> str | None:
     return None
 
 
+_LOG_DIR_ARG = re.compile(r"--logs?[-_]dir=(/.+)$")
+
+
+def log_dirs_of(refs: Iterable[ProcessRef]) -> set[str]:
+    """The log dirs that Ray's processes among ``refs`` were given (GCS's
+    ``--log_dir``, the other head processes' ``--log-dir`` or ``--logs-dir``)."""
+    dirs = set()
+    for ref in refs:
+        for arg in _read(ref.pid, "cmdline").decode(errors="replace").split("\0"):
+            match = _LOG_DIR_ARG.match(arg)
+            if match:
+                dirs.add(match[1].rstrip("/"))
+    return dirs
+
+
+def find_writers(dirs: Iterable[str]) -> list[ProcessRef]:
+    """This user's processes (but this one) that hold a file under one of
+    ``dirs`` open for writing. Every process a raylet starts inherits its
+    ``raylet.out`` and ``raylet.err``, so this finds a dead raylet's agents and
+    workers from their first instant, after they renamed themselves over their
+    environment too; a reader of the logs (someone's ``tail -f``) is not one."""
+    prefixes = tuple(f"{d}/" for d in dirs)
+    if not prefixes:
+        return []
+    uid, found = os.getuid(), []
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        if any(_writes_under(fd, prefixes) for fd in fds):
+            ref = process_ref(int(entry.name))
+            if ref is not None and is_running(ref):
+                found.append(ref)
+    return sorted(found, key=lambda r: r.pid)
+
+
+def _writes_under(fd: Path, prefixes: tuple[str, ...]) -> bool:
+    try:
+        if not os.readlink(fd).startswith(prefixes):
+            return False
+        flags = (fd.parent.parent / "fdinfo" / fd.name).read_text().split("flags:", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return int(flags, 8) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+
+
 def command_name(ref: ProcessRef) -> str:
     return _read(ref.pid, "comm").decode(errors="replace").strip()

@@ -6,7 +6,8 @@ SIGKILL, or interrupted while ``ray.init`` starts them, runs no cleanup
 at all. So the driver starts this watchdog first (in a session of its own,
 where a terminal's Ctrl-C does not reach it) and passes its Ray processes
 a marker; when the driver's process is gone, the watchdog stops every
-process that carries the marker, and their descendants, then exits::
+process that carries the marker, their descendants, and what still writes
+into their log dirs, then exits::
 
     python -m rlkit.clusters.reaper PID START_TICKS MARKER
 """
@@ -45,23 +46,32 @@ def start_for_this_process() -> str:
 def watch(driver: ProcessRef, marker: str) -> None:
     """Wait until ``driver`` has finished, then stop the marked processes.
 
-    Ray's agents overwrite their environment when they retitle themselves:
-    they carry the marker only through their parent, the raylet, which dies
-    with the driver and leaves them orphans that nothing marks. So the tree
-    is read while the driver lives, and what it held is stopped too."""
+    Ray's agents and workers overwrite their environment when they retitle
+    themselves: they carry the marker only through their parent, the raylet,
+    which dies with the driver and leaves them orphans that nothing marks.
+    So the tree is read while the driver lives, and what it held is stopped
+    too; and since one that started after the last read would escape that,
+    so is every process still writing into the log dirs of the marked ones
+    (``procs.find_writers``)."""
     seen: set[ProcessRef] = set()
+    log_dirs: set[str] = set()
     started, next_scan = time.monotonic(), 0.0
     while procs.is_running(driver):
         now = time.monotonic()
         if now >= next_scan:
-            seen.update(procs.find_processes(marker))
+            found = set(procs.find_processes(marker))
+            log_dirs |= procs.log_dirs_of(found - seen)
+            seen |= found
             next_scan = now + (SCAN_STARTING_S if now - started < STARTING_S else SCAN_RUNNING_S)
         time.sleep(POLL_S)
-    refs = seen.union(procs.find_processes(marker))
+
+    def left_behind() -> set[ProcessRef]:
+        return set(procs.find_processes(marker)) | set(procs.find_writers(log_dirs))
+
+    refs = seen | left_behind()
     procs.terminate([[r for r in refs if procs.is_running(r)]], GRACE_S)
     # Workers that a dying raylet forked meanwhile.
-    procs.terminate([procs.find_processes(marker)], GRACE_S)
-
+    procs.terminate([sorted(left_behind(), key=lambda r: r.pid)], GRACE_S)
 
 if __name__ == "__main__":
     watch(ProcessRef(int(sys.argv[1]), int(sys.argv[2])), sys.argv[3])

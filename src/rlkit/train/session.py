@@ -39,7 +39,7 @@ def ray_session(address: str | None) -> Iterator[bool]:
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
         else:
-            with _marked_for_reaper():
+            with _marked_for_reaper(), _without_unused_head_processes():
                 # "local" forces a new embedded instance even if another cluster runs on this host.
                 ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
                          logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
@@ -47,6 +47,33 @@ def ray_session(address: str | None) -> Iterator[bool]:
     finally:
         # Also after Ctrl-C in the middle of ray.init: what it started stops.
         ray.shutdown()
+
+
+# What an embedded Ray starts besides GCS, the raylet and the raylet's agents,
+# and what no run or sweep of rlkit uses: the dashboard's API server (started
+# even with include_dashboard=False, to report usage statistics, and awaited
+# before the raylet may start), the autoscaler's monitor (one fixed node: there
+# is nothing to scale) and the log monitor (log_to_driver=False: actors' logs
+# stay in their files). Skipping them takes about 2 s off every start-up on 2
+# cores and a third of Ray's processes off every shutdown (scripts/bench/README.md,
+# "Start-up"). Ray offers no switch for them, so ray.init runs with the three
+# methods of its Node class that start them set to do nothing;
+# tests/test_embedded_ray_cleanup.py checks that they stay off.
+_UNUSED_HEAD_PROCESSES = ("start_api_server", "start_monitor", "start_log_monitor")
+
+
+@contextmanager
+def _without_unused_head_processes() -> Iterator[None]:
+    from ray._private.node import Node
+
+    saved = {name: Node.__dict__[name] for name in _UNUSED_HEAD_PROCESSES}
+    for name in _UNUSED_HEAD_PROCESSES:
+        setattr(Node, name, lambda *_args, **_kwargs: None)
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(Node, name, method)
 
 
 @contextmanager
