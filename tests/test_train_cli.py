@@ -48,6 +48,7 @@ def run_env(tmpdir: str) -> dict[str, str]:
 
 
 def test_train_json_summary_on_embedded_ray_leaves_no_ray_process(tmp_path: Path, ray_tmpdir: str) -> None:
+    spawned = time.monotonic()
     out = subprocess.run(
         [RLKIT, "train", str(CONFIGS / "ppo_cartpole.yaml"), "--json", "--name", "smoke",
          "--set", f"runs_dir={tmp_path}", "--set", "stop.total_steps=4096"],
@@ -57,6 +58,11 @@ def test_train_json_summary_on_embedded_ray_leaves_no_ray_process(tmp_path: Path
     summary = json.loads(out.stdout)
     assert summary["stop_reason"] == "total_steps" and summary["global_step"] >= 4096
     assert summary["device"] == "cpu" and summary["name"] == "smoke"
+    # The start-up timeline counts from the process's start, which the kernel
+    # stamps in clock ticks (10 ms), and ends before the process does.
+    waited = time.monotonic() - spawned
+    timeline = summary["timeline"]
+    assert 0 < timeline["ray_ready"] <= timeline["first_update"] <= timeline["last_update"] < waited + 0.02
     run_dir = Path(summary["run_dir"])
     assert run_dir.parent == tmp_path and run_dir.name.startswith("smoke-")
     assert Path(summary["checkpoint"]).is_file()

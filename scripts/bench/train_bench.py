@@ -34,7 +34,7 @@ from ceiling import ceiling, layout
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CONFIG = REPO / "configs" / "ppo_cartpole.yaml"
-TARGETS = {"time_ratio": 0.5, "sps_vs_sb3": 5.0, "actor_mb": 300.0}
+TARGETS = {"time_ratio": 0.5, "sps_vs_sb3": 5.0, "actor_mb": 300.0, "first_update_s": 2.5, "exit_s": 0.5}
 
 
 @dataclass
@@ -52,6 +52,9 @@ class Run:
     startup_s: float | None = None
     """From spawn to the start of training (imports, Ray, actors)."""
     process_wall_s: float = 0.0
+    timeline: dict[str, float] = field(default_factory=dict)
+    """rlkit's own: seconds from its process's start to ray_ready, first_update
+    and last_update; ``exit_after_last_update`` is the parent's spawn-to-exit less last_update."""
     driver_peak_mb: float | None = None
     actor_peak_mb: list[float] = field(default_factory=list)
     self_reported: dict[str, object] = field(default_factory=dict)
@@ -98,6 +101,8 @@ def read_rlkit(run: Run, t0: float, out: list[str]) -> None:
         run.time_to_475_s = last_ckpt.stat().st_mtime - t0
         run.startup_s = run.time_to_475_s - summary["wall_s"]
     run.driver_peak_mb = max(run.driver_peak_mb or 0.0, summary["driver_peak_rss_mb"])
+    run.timeline = dict(summary["timeline"])
+    run.timeline["exit_after_last_update"] = round(run.process_wall_s - run.timeline["last_update"], 3)
 
 
 def read_peer(run: Run, t0: float, out: list[str]) -> None:
@@ -167,6 +172,7 @@ def summarize(runs: list[Run], frameworks: list[str], ceiling_sps: float | None,
             "startup_s": median([r.startup_s for r in mine]),
             "driver_peak_mb": median([r.driver_peak_mb for r in mine]),
             "actor_peak_mb_max": max(actors) if actors else None,
+            **{f"timeline_{k}": median([r.timeline.get(k) for r in mine]) for k in TIMELINE},
         }
     mine_all = [f for f in frameworks if f == "rlkit" or f in variants]
     peers = [f for f in frameworks if f not in mine_all]
@@ -180,6 +186,9 @@ def summarize(runs: list[Run], frameworks: list[str], ceiling_sps: float | None,
         summary["rlkit_fraction_of_ceiling"] = ratio(rows["rlkit"]["sps"], ceiling_sps)
         summary["targets"] = targets({name: rows[name] for name in ["rlkit", *peers]})
     return summary
+
+
+TIMELINE = ("ray_ready", "first_update", "last_update", "exit_after_last_update")
 
 
 def targets(rows: dict[str, dict]) -> dict[str, dict[str, object]]:
@@ -197,6 +206,10 @@ def targets(rows: dict[str, dict]) -> dict[str, dict[str, object]]:
     if me["actor_peak_mb_max"] is not None:
         out["rollout actor <= 300 MB"] = {"value": me["actor_peak_mb_max"], "limit": TARGETS["actor_mb"],
                                           "pass": me["actor_peak_mb_max"] <= TARGETS["actor_mb"]}
+    for key, target, limit in (("timeline_first_update", "spawn to first update", TARGETS["first_update_s"]),
+                               ("timeline_exit_after_last_update", "exit after the last update", TARGETS["exit_s"])):
+        if me[key] is not None:
+            out[f"{target} <= {limit:g} s"] = {"value": me[key], "limit": limit, "pass": me[key] <= limit}
     return out
 
 
@@ -225,6 +238,15 @@ def print_report(runs: list[Run], summary: dict, cap: float) -> None:
                     fmt(r.startup_s, 1), fmt(r.driver_peak_mb), " ".join(fmt(m) for m in r.actor_peak_mb) or "-",
                     f"{r.load_before:.1f}->{r.load_after:.1f}", note)
     console.print(per)
+
+    timed = [r for r in runs if r.timeline]
+    if timed:
+        tl = Table(title="Start-up and exit: seconds from the process's start (rlkit's own timeline)")
+        for col in ("framework", "seed", "Ray ready", "first update", "last update", "exit after last update"):
+            tl.add_column(col, justify="left" if col == "framework" else "right")
+        for r in timed:
+            tl.add_row(r.framework, str(r.seed), *(fmt(r.timeline.get(k), 2) for k in TIMELINE))
+        console.print(tl)
 
     for me, vs in summary["ratios"].items():
         for peer, r in vs.items():

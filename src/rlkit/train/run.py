@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +33,9 @@ class TrainSummary:
     driver_peak_rss_mb: float
     actor_peak_rss_mb: float
     """The largest peak resident memory of any rollout actor."""
+    timeline: dict[str, float] = field(default_factory=dict)
+    """Seconds from this process's start to ``ray_ready``, ``first_update``
+    and ``last_update``: where a run's fixed cost goes."""
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -95,7 +100,9 @@ def train(
     import ray  # noqa: F401
 
     learner = _Background(lambda: _build_learner(config, mapping))
+    timeline = _Timeline()
     with ray_session(address):
+        timeline.mark("ray_ready")
         _check_resources(config)
         from rlkit.train.loop import Iteration, run_loop, save
         from rlkit.train.runlog import RunLog
@@ -114,9 +121,11 @@ def train(
             log = RunLog(run_dir, config, quiet, start_step=trainer.global_step)
 
             def after(it: Iteration) -> Path | None:
+                timeline.mark_once("first_update")
                 return save(trainer, run_dir, config.checkpoint.keep) if it.checkpoint_due else None
 
             reason, saved = run_loop(trainer, log, config.checkpoint.every_updates, after)
+            timeline.mark("last_update")
             summary = TrainSummary(
                 run_dir=str(run_dir), name=config.name, stop_reason=reason,
                 global_step=trainer.global_step, updates=trainer.learner.updates,
@@ -124,13 +133,41 @@ def train(
                 wall_s=round(trainer.elapsed, 3), sps=round(trainer.global_step / max(trainer.elapsed, 1e-9), 1),
                 checkpoint=str(saved or path), device=str(trainer.learner.device),
                 driver_peak_rss_mb=round(peak_rss_mb(), 1),
-                actor_peak_rss_mb=round(trainer.actor_peak_rss_mb, 1),
+                actor_peak_rss_mb=round(trainer.actor_peak_rss_mb, 1), timeline=timeline.marks,
             )
         finally:
             if log is not None:
                 log.close()
             trainer.close()
     return summary
+
+
+class _Timeline:
+    """Moments of the run, in seconds since the kernel started this process
+    (``/proc``: what a user waits for includes the interpreter's start-up and
+    the imports); since this object was made where there is no ``/proc``."""
+
+    def __init__(self) -> None:
+        self._start = time.monotonic() - _process_age()
+        self.marks: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = round(time.monotonic() - self._start, 3)
+
+    def mark_once(self, name: str) -> None:
+        if name not in self.marks:
+            self.mark(name)
+
+
+def _process_age() -> float:
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            # Field 22, after the command name (which may hold spaces): start time in clock ticks after boot.
+            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+            # CLOCK_BOOTTIME, as /proc/uptime counts.
+            return float(uptime.read().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class _Background:
