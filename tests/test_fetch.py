@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ class Fetched:
     source: Path  # the job's runs dir on the cluster (this machine: a local cluster)
     home: Path  # where submit --fetch ran: the runs came to home/runs/<id>
     submit: subprocess.CompletedProcess[str]
+    followed: Path  # where `rlkit fetch --follow`, run while the job ran, put it
+    follow: subprocess.CompletedProcess[str]
 
 
 def _in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -54,11 +57,23 @@ def fetched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fetched]:
     shutil.copytree(CONFIGS, work / "configs")
     home.mkdir()
     with launched_local_clusters(base, "--name", "f", "--cpus", "2") as (env, _):
-        result = _in(home, "submit", "-w", str(work), "--follow", "--fetch", "--",
-                     "rlkit", "train", "configs/ppo_cartpole.yaml", *SMALL)
+        submit = subprocess.Popen([RLKIT, "submit", "-w", str(work), "--follow", "--fetch", "--", "rlkit", "train",
+                                   "configs/ppo_cartpole.yaml", *SMALL], cwd=home, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "COLUMNS": "200"})
+        try:
+            # Meanwhile, a second copy follows the job while it runs.
+            while not (jobs := json.loads(run_rlkit("status", "--json").stdout)["jobs"]) and submit.poll() is None:
+                time.sleep(0.5)
+            follow = _in(base, "fetch", jobs[0]["id"], "--follow", "--to", str(base / "followed"), "--json")
+            out, err = submit.communicate(timeout=240)
+        finally:
+            submit.kill()
+            submit.wait()
+        result = subprocess.CompletedProcess(submit.args, submit.returncode, out, err)
         assert result.returncode == 0, result.stdout + result.stderr
-        [job] = json.loads(run_rlkit("status", "--json").stdout)["jobs"]
-        yield Fetched(env, job["id"], Path(job["runs_dir"]), home, result)
+        [job] = jobs
+        yield Fetched(env, job["id"], Path(job["runs_dir"]), home, result, base / "followed", follow)
 
 
 @pytest.fixture(autouse=True)
@@ -73,18 +88,30 @@ def _sums(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_submit_follow_fetch_brings_the_run_home_with_the_latest_checkpoint(fetched: Fetched) -> None:
-    got, source = _sums(fetched.home / "runs" / fetched.job_id), _sums(fetched.source)
+def _latest_only(fetched: Fetched) -> dict[str, str]:
+    source = _sums(fetched.source)
     checkpoints = sorted(p for p in source if p.endswith(".pt"))
     assert len(checkpoints) > 1  # the older ones stay behind: --checkpoints latest
     latest = checkpoints[-1]
-    wanted = {p: s for p, s in source.items() if "/checkpoints/" not in p or p in (latest, latest + ".json")}
-    assert got == wanted
+    return {p: s for p, s in source.items() if "/checkpoints/" not in p or p in (latest, latest + ".json")}
+
+
+def test_submit_follow_fetch_brings_the_run_home_with_the_latest_checkpoint(fetched: Fetched) -> None:
+    got = _sums(fetched.home / "runs" / fetched.job_id)
+    assert got == _latest_only(fetched)
     [run] = {p.split("/")[0] for p in got}
     assert {f"{run}/config.yaml", f"{run}/metrics.jsonl"} <= set(got) and any("/tb/events." in p for p in got)
     assert f"✓ f {fetched.job_id} {len(got)} file(s)" in fetched.submit.stdout
     evaluated = _in(fetched.home, "eval", f"runs/{fetched.job_id}/{run}", "--episodes", "2", "--json")
     assert evaluated.returncode == 0, evaluated.stderr
+
+
+def test_fetch_follow_ends_with_the_finished_run_and_one_checkpoint(fetched: Fetched) -> None:
+    assert fetched.follow.returncode == 0, fetched.follow.stderr
+    [result] = json.loads(fetched.follow.stdout)
+    assert result["ok"] and result["id"] == fetched.job_id
+    # Checkpoints that earlier rounds brought are gone with the round that brought a newer one.
+    assert _sums(fetched.followed / fetched.job_id) == _latest_only(fetched)
 
 
 def test_a_second_fetch_sends_nothing_and_a_changed_file_comes_again(fetched: Fetched) -> None:

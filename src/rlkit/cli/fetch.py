@@ -64,7 +64,9 @@ def fetch_with_progress(job_ids: list[str], to: Path, checkpoints: str, keep_fol
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TextColumn("{task.fields[files]}"))
-    with Progress(*columns, console=output.err_console, transient=True, disable=quiet) as progress:
+    # A bar is for a terminal; a log or a pipe gets the result lines alone.
+    live = not quiet and output.err_console.is_terminal
+    with Progress(*columns, console=output.err_console, transient=True, disable=not live) as progress:
         tasks: dict[str, int] = {}
 
         def on_progress(t: Transfer) -> None:

@@ -234,15 +234,32 @@ def fetch(job_ids: list[str], dest: Path = DEFAULT_DEST, *, checkpoints: str = "
         if not job.runs_dir:
             raise BadInputError(f"job {job.id} on {job.cluster} has no run directory on record",
                                 "rlkit fetches jobs that `rlkit submit` sent")
+    earlier: dict[str, list[str]] = {}
     while True:
         final = not keep_following or not any(j.active for j in jobs)
         results = sync(jobs, dest, checkpoints=checkpoints, on_progress=on_progress, tolerate_missing=not final)
+        if checkpoints == "latest":
+            _drop_superseded(results, earlier)
         if final:
             return results
         if on_round:
             on_round(results)
         time.sleep(FOLLOW_EVERY_S)
         jobs = find_jobs(job_ids, clusters, timeout)
+
+
+def _drop_superseded(results: list[FetchResult], earlier: dict[str, list[str]]) -> None:
+    """Following a run with ``latest``, each round's new checkpoint replaces
+    the one an earlier round of this fetch brought (and only that: files
+    that were here before are the user's)."""
+    for r in results:
+        new = [p for p in r.paths if "/checkpoints/" in f"/{p}"]
+        if not new:
+            continue
+        for old in earlier.get(r.id, []):
+            if old not in new:
+                (Path(r.dest) / old).unlink(missing_ok=True)
+        earlier[r.id] = new
 
 
 def sync(jobs: list[JobRecord], dest: Path, *, checkpoints: str = "latest", on_progress: OnProgress | None = None,
