@@ -265,8 +265,8 @@ def _drop_superseded(results: list[FetchResult], earlier: dict[str, list[str]]) 
 def sync(jobs: list[JobRecord], dest: Path, *, checkpoints: str = "latest", on_progress: OnProgress | None = None,
          tolerate_missing: bool = False) -> list[FetchResult]:
     """One incremental fetch of ``jobs``, all at once: one agent job each,
-    whose logs are followed together. ``tolerate_missing``: a runs dir not
-    there yet (a job that just started) is no failure."""
+    whose logs are followed together. ``tolerate_missing``: a job not
+    started yet, or whose runs dir is not there yet, is no failure."""
     syncs = [_Sync(job, dest / job.id) for job in jobs]
     waiting = [s for s in syncs if not _settled_here(s)]
     groups: dict[str, list[_Sync]] = {}
@@ -274,7 +274,8 @@ def sync(jobs: list[JobRecord], dest: Path, *, checkpoints: str = "latest", on_p
         groups.setdefault(s.job.cluster, []).append(s)
     batches = list(groups.values())
     with package.packed_modules() as modules:
-        outcomes = run_parallel(lambda batch: _start_agents(batch, modules, checkpoints), batches, timeout=120.0)
+        outcomes = run_parallel(lambda batch: _start_agents(batch, modules, checkpoints, tolerate_missing), batches,
+                                timeout=120.0)
     for batch, outcome in zip(batches, outcomes):
         if outcome.value is None:
             why = one_line(outcome.error) if outcome.error else "no answer within 120 s"
@@ -298,13 +299,16 @@ def _settled_here(s: _Sync) -> bool:
     return True
 
 
-def _start_agents(batch: list[_Sync], modules: package.Package, checkpoints: str) -> bool:
+def _start_agents(batch: list[_Sync], modules: package.Package, checkpoints: str, tolerate_pending: bool) -> bool:
     cluster = get_cluster(batch[0].job.cluster)
     client = connect(cluster)
     uri = package.modules_uri(client, modules)
     for s in batch:
         if not s.job.driver_node_id:
-            s.result = _failed(s, "Ray does not say which node ran the job's driver (did it start?)")
+            # A job still pending has no node yet: while following, that is no failure.
+            s.result = (FetchResult(s.job.cluster, s.job.id, str(s.dest), True, message="not started yet")
+                        if s.job.status == "PENDING" and tolerate_pending
+                        else _failed(s, "Ray does not say which node ran the job's driver (did it start?)"))
             continue
         s.dest.mkdir(parents=True, exist_ok=True)
         s.agent_id = new_submission_id("rlkit-fetch", cluster.name, set())
