@@ -29,13 +29,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from rlkit.cli import check, env, launch, logs, runs, status, stop, submit, sweep, teardown, train
+    from rlkit.cli import check, env, fetch, launch, logs, runs, status, stop, submit, sweep, teardown, train
 
     launch.register(app)
     submit.register(app)
     status.register(app)
     logs.register(app)
     stop.register(app)
+    fetch.register(app)
     env.register(app)
     teardown.register(app)
     train.register(app)

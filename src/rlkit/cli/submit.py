@@ -34,6 +34,7 @@ def submit(
     env: list[str] = typer.Option([], "--env", "-e", help="Environment variable for the job: KEY=VALUE (repeatable)."),
     runs_dir: str | None = typer.Option(None, "--runs-dir", help="Absolute directory on the clusters for run directories."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream the jobs' logs until they end."),
+    fetch: bool = typer.Option(False, "--fetch", help="With --follow: then fetch the jobs' runs into runs/ (as `rlkit fetch`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the submissions as JSON."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be sent; send nothing."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds each cluster has to take its jobs.", callback=options.seconds),
@@ -55,6 +56,8 @@ def submit(
         rlkit submit "rlkit train configs/ppo_cartpole.yaml" "rlkit train configs/grpo_cartpole.yaml" --follow
 
         rlkit submit --all jobs.yaml
+
+        rlkit submit --follow --fetch -- rlkit train configs/ppo_cartpole.yaml
     """
     from rlkit.jobs import package, plan_submissions, submit_plan
     from rlkit.jobs.client import quiet_client_logs
@@ -64,6 +67,8 @@ def submit(
         raise BadInputError("--all and --cluster do not go together", "--all already takes every cluster")
     if follow and as_json:
         raise BadInputError("--follow and --json do not go together")
+    if fetch and not follow:
+        raise BadInputError("--fetch needs --follow", "it fetches each job once it ends: rlkit submit --follow --fetch ...")
     defaults = {"name": name, "cpus": cpus, "gpus": gpus, "env": parse_env(env)}
     specs = [with_defaults(spec, **defaults) for spec in specs_from_args(list(jobs or []))]
     plan = plan_submissions(specs, clusters or None, broadcast=everything, working_dir=working_dir, runs_dir=runs_dir)
@@ -89,7 +94,7 @@ def submit(
     if accepted:
         output.console.print(_results_table(accepted))
     if follow and accepted:
-        return _follow(accepted, code)
+        return _follow(accepted, code, fetch)
     if accepted:
         _next_steps(accepted)
     return code
@@ -169,8 +174,10 @@ def _next_steps(accepted: list[SubmitResult]) -> None:
     output.console.print(f"  rlkit stop {ids} -y", markup=False, soft_wrap=True)
 
 
-def _follow(accepted: list[SubmitResult], submit_code: int) -> int:
-    from rlkit.clusters.registry import get_cluster
+def _follow(accepted: list[SubmitResult], submit_code: int, fetch: bool) -> int:
+    from rlkit.cli.fetch import fetch_with_progress
+    from rlkit.clusters.registry import get_cluster, select_clusters
+    from rlkit.jobs.fetch import DEFAULT_DEST
     from rlkit.jobs import JobRef
 
     labels = [f"{r.cluster} {r.name}" for r in accepted]
@@ -181,8 +188,13 @@ def _follow(accepted: list[SubmitResult], submit_code: int) -> int:
     outcomes = follow_with_prefixes(refs)
     if outcomes is None:
         return 130
+    fetched = []
+    if fetch:
+        # A failed job's run (its metrics, its last checkpoint) is worth having too.
+        clusters = select_clusters(list(dict.fromkeys(r.cluster for r in accepted)))
+        fetched = fetch_with_progress([r.submission_id for r in accepted], DEFAULT_DEST, "latest", False, clusters)
     # A job that did not succeed is the worst outcome: the work failed.
-    return 1 if any(not o.ok for o in outcomes) else submit_code
+    return 1 if any(not o.ok for o in outcomes) or any(not f.ok for f in fetched) else submit_code
 
 
 def follow_with_prefixes(refs: list[JobRef]) -> list[JobOutcome] | None:

@@ -1,6 +1,6 @@
 """Training jobs on several Ray clusters at once, through Ray's Job
-Submission API: pairing jobs with clusters, code shipping, logs, stop and
-job listing. Importing this package imports no ray.
+Submission API: pairing jobs with clusters, code shipping, logs, stop,
+job listing and fetching runs home. Importing this package imports no ray.
 
     from rlkit.jobs import JobSpec, submit, list_jobs
     results = submit([JobSpec(entrypoint="rlkit train configs/ppo_cartpole.yaml")], ["lab-a", "lab-b"],
@@ -9,6 +9,7 @@ job listing. Importing this package imports no ray.
         print(job.cluster, job.id, job.status)
 """
 
+from rlkit.jobs.fetch import FetchResult, fetch
 from rlkit.jobs.listing import JobListing, JobRecord, find_jobs, list_jobs
 from rlkit.jobs.logs import JobOutcome, JobRef, follow, job_logs
 from rlkit.jobs.spec import Job, JobSpec, load_job_file
@@ -23,7 +24,7 @@ from rlkit.jobs.submit import (
 )
 
 __all__ = [
-    "Assignment", "Job", "JobListing", "JobOutcome", "JobRecord", "JobRef", "JobSpec", "JobStopResult",
-    "SubmissionPlan", "SubmitResult", "find_jobs", "follow", "job_logs", "list_jobs", "load_job_file",
+    "Assignment", "FetchResult", "Job", "JobListing", "JobOutcome", "JobRecord", "JobRef", "JobSpec", "JobStopResult",
+    "SubmissionPlan", "SubmitResult", "fetch", "find_jobs", "follow", "job_logs", "list_jobs", "load_job_file",
     "plan_submissions", "stop_jobs", "submit", "submit_plan",
 ]

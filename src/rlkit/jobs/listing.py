@@ -34,7 +34,8 @@ class JobRecord:
     """One job on one cluster. ``id`` is the submission id, or the job id of
     a driver that was run on the cluster directly (``submitted`` False: it
     has no logs or stop in the Job API). Times are seconds since the epoch;
-    ``duration_s`` runs to now while the job is active."""
+    ``duration_s`` runs to now while the job is active. ``driver_node_id``:
+    the Ray node where its entrypoint ran (its run directory is there)."""
 
     cluster: str
     id: str
@@ -47,6 +48,7 @@ class JobRecord:
     end_time: float | None = None
     duration_s: float | None = None
     runs_dir: str | None = None
+    driver_node_id: str | None = None
     message: str = ""
 
     @property
@@ -105,7 +107,7 @@ def _record(cluster: str, item: dict[str, Any]) -> JobRecord:
         cluster=cluster, id=job_id, name=metadata.get(META_NAME, job_id), status=status,
         entrypoint=item.get("entrypoint") or "", submitted=submission_id is not None, rlkit=TAG in metadata,
         start_time=start, end_time=end, duration_s=duration, runs_dir=metadata.get(META_RUNS_DIR),
-        message=item.get("message") or "",
+        driver_node_id=item.get("driver_node_id"), message=item.get("message") or "",
     )
 
 
