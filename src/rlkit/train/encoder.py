@@ -1,25 +1,26 @@
 """The network a policy puts on its observations (``model.encoder``), chosen once per policy.
 
 An encoder builds the torch network the learner trains and runs the same
-network's forward pass in numpy for rollout actors, from the same weight
-dict (``ActorCritic.numpy_weights``). Observations travel flat everywhere
+network's forward pass for rollout actors, from the same weight dict
+(``ActorCritic.numpy_weights``). Observations travel flat everywhere
 (batches, normalisers); the CNN reads them as (height, width, channels), the
 layout of MinAtar, of rendered frames and of rlkit's Atari pipeline, and
 permutes to torch's (channels, height, width) inside the network.
 
 Rollout actors run the MLP in numpy and the CNN in torch (CPU, inference
 mode, the one thread Ray gives a 1-CPU actor). Per forward pass, one thread,
-on the 2-core development machine (scripts in the commit that added this;
-numpy as an im2col of strided windows and one matmul per layer):
+two runs of ``scripts/bench/cnn_bench.py`` on a shared 2-core machine (numpy
+as an im2col of strided windows and one matmul per layer):
 
-  Nature-CNN 84x84x4, batch 8:   torch 4.9 ms, numpy 8.9 ms
-  Nature-CNN 84x84x4, batch 32:  torch 15.7 ms, numpy 34.6 ms
-  small CNN 10x10x4, batch 8:    torch 0.48 ms, numpy 0.37 ms
-  small CNN 10x10x4, batch 32:   torch 0.71 ms, numpy 0.89 ms
+  Nature-CNN 84x84x4, batch 8:   torch 4.9-6.9 ms,   numpy 8.9-10.2 ms
+  Nature-CNN 84x84x4, batch 32:  torch 15.7-16.7 ms, numpy 34.6-40.5 ms
+  small CNN 10x10x4, batch 8:    torch 0.47-0.48 ms, numpy 0.34-0.37 ms
+  small CNN 10x10x4, batch 32:   torch 0.71-0.86 ms, numpy 0.79-0.89 ms
 
-Torch is twice as fast at Atari size and even at MinAtar size, so the CNN has
-one implementation; torch's import (about 220 MB, two seconds) is paid only
-by the actors of CNN runs.
+Torch is 1.5-2.4x faster at Atari size, where the forward pass is a large
+part of an actor's step; at MinAtar size the two are within a tenth of a
+millisecond, so the CNN has one implementation. Torch's import (about 220 MB,
+two seconds) is paid only by the actors of CNN runs.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def _relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0.0)
 
 
+_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"tanh": np.tanh, "relu": _relu}
+
+
 class Encoder(Protocol):
     def network(self, out_dim: int, out_std: float) -> nn.Sequential:
         """The torch network from a flat observation to ``out_dim`` outputs."""
@@ -63,7 +67,7 @@ class MlpEncoder:
         return mlp(self.in_dim, list(self.hidden_sizes), out_dim, self.activation, out_std)
 
     def forward(self, weights: Weights, prefix: str, x: np.ndarray) -> np.ndarray:
-        act: Callable[[np.ndarray], np.ndarray] = np.tanh if self.activation == "tanh" else _relu
+        act = _ACTIVATIONS[self.activation]
         last = len(self.hidden_sizes)
         for i in range(last + 1):
             # nn.Sequential numbers activations too: Linear layers sit at 0, 2, 4...
