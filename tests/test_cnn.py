@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from rlkit.config import EnvConfig, ModelConfig
+from rlkit.errors import ConfigError
 from rlkit.train.encoder import NATURE, SMALL, CnnEncoder, make_encoder
 from rlkit.train.envs import PolicySpec, probe
 from rlkit.train.policies import NumpyPolicy
@@ -62,6 +64,17 @@ def test_cnn_reads_channels_last_and_picks_its_layers_from_the_image_size() -> N
 def test_atari_pipeline_gives_stacked_channels_last_frames() -> None:
     spec = probe(EnvConfig(id="ALE/Breakout-v5", preprocess="atari"), "ppo")
     assert spec.agents["agent_0"].obs_shape == (84, 84, 4)
+
+
+@pytest.mark.parametrize("env_id, module, extra", [("ALE/Breakout-v5", "ale_py", "atari"),
+                                                   ("MinAtar/Breakout-v1", "minatar", "minatar")])
+def test_a_family_not_installed_names_its_extra(monkeypatch: pytest.MonkeyPatch, env_id: str, module: str,
+                                                extra: str) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError, as when not installed
+    monkeypatch.delitem(sys.modules, f"{module}.gym", raising=False)
+    with pytest.raises(ConfigError) as err:
+        probe(EnvConfig(id=env_id), "ppo")
+    assert err.value.hint == f"pip install 'rlkit[{extra}]'"
 
 
 def test_cnn_on_vector_observations_is_one_error_line(tmp_path: Path) -> None:
