@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from rlkit.config import EnvConfig, ModelConfig
+from rlkit.config import EnvConfig, ModelConfig, TrainConfig
 from rlkit.errors import ConfigError
+from rlkit.train.checkpoint import check_resumable
 from rlkit.train.encoder import NATURE, SMALL, CnnEncoder, make_encoder
 from rlkit.train.envs import PolicySpec, probe
 from rlkit.train.policies import NumpyPolicy
@@ -112,3 +113,12 @@ def test_atari_breakout_config_trains(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["stop_reason"] == "total_steps" and summary["global_step"] >= 512, summary
+
+
+def test_a_run_saved_before_the_encoder_setting_resumes_as_mlp() -> None:
+    config = TrainConfig()
+    saved = config.model_dump(mode="json")
+    del saved["model"]["encoder"], saved["env"]["preprocess"]
+    check_resumable(saved, config)
+    with pytest.raises(ConfigError, match="model: the checkpoint was trained with"):
+        check_resumable(saved, config.model_copy(update={"model": ModelConfig(encoder="cnn")}))
