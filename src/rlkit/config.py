@@ -47,6 +47,9 @@ class EnvConfig(_Strict):
     return (algo.gamma), as SB3's VecNormalize does; reported returns stay raw."""
     clip_reward: float = Field(10.0, gt=0)
     """Normalised rewards are clipped to [-clip_reward, clip_reward]."""
+    preprocess: Literal["none", "atari"] = "none"
+    """atari: the DQN papers' pipeline for an ALE/ id (30 no-op starts, 4 frames a step, 84x84 grayscale
+    scaled to [0, 1], the last 4 steps stacked channels-last), built on gymnasium's AtariPreprocessing."""
     vectorization: Literal["auto", "sync"] = "auto"
     """auto: the environment's own batched implementation where gymnasium registers
     one (CartPole-v1 steps all its copies in one numpy call); sync: one env object per copy."""
@@ -72,6 +75,10 @@ class RolloutConfig(_Strict):
 class ModelConfig(_Strict):
     hidden_sizes: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(default_factory=lambda: [64, 64], max_length=64)
     activation: Literal["tanh", "relu"] = "tanh"
+    """The MLP's hidden activation (mlp only)."""
+    encoder: Literal["mlp", "cnn"] = "mlp"
+    """mlp: hidden_sizes on the flattened observation. cnn: a conv net on (height, width, channels)
+    images, then one ReLU layer (rlkit.train.encoder picks the layers from the image size)."""
 
 
 class _AlgoCommon(_Strict):

@@ -44,7 +44,7 @@ FORMAT = 3
 SUMS_SUFFIX = ".json"
 SET_ASIDE_SUFFIX = ".damaged"
 # What fixes the shapes of the saved tensors and environment state: a resume keeps them.
-RESUME_FIXED = ("env.id", "env.kwargs", "env.normalize_obs", "env.vectorization",
+RESUME_FIXED = ("env.id", "env.kwargs", "env.preprocess", "env.normalize_obs", "env.vectorization",
                 "rollout.envs_per_worker", "model", "algo.name",
                 "multiagent.mode", "multiagent.policies", "multiagent.agent_onehot")
 
@@ -103,8 +103,14 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> TrainC
 def check_resumable(saved_config: dict[str, Any], config: TrainConfig) -> None:
     """Refuse a config that changes what the saved state's shapes depend on."""
     new = config.model_dump(mode="json")
+    defaults = TrainConfig().model_dump(mode="json")
     for key in RESUME_FIXED:
-        before, after = _get(saved_config, key), _get(new, key)
+        before, after, default = _get(saved_config, key), _get(new, key), _get(defaults, key)
+        # A run saved before a setting existed (env.preprocess, model.encoder) ran with its default.
+        if before is None:
+            before = default
+        elif isinstance(before, dict) and isinstance(default, dict):
+            before = {**default, **before}
         if before != after:
             raise ConfigError(
                 f"{key}: the checkpoint was trained with {json.dumps(before)}, not {json.dumps(after)},"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -70,7 +70,62 @@ def _policy_spec(env_id: str, obs_space: gym.Space, act_space: gym.Space, algo: 
     )
 
 
+def _register_minatar() -> None:
+    import minatar.gym
+
+    if "MinAtar/Breakout-v1" not in gym.registry:
+        minatar.gym.register_envs()
+
+
+def _register_ale() -> None:
+    import ale_py
+
+    gym.register_envs(ale_py)
+
+
+# id prefix -> (what the family is called, the extra that installs it, the module, its registration):
+# gymnasium 1.x loads no plugins, so these families' ids exist only once their package registered them.
+_FAMILIES: dict[str, tuple[str, str, str, Callable[[], None]]] = {
+    "ALE/": ("Atari", "atari", "ale-py", _register_ale),
+    "MinAtar/": ("MinAtar", "minatar", "minatar", _register_minatar),
+}
+
+
+def _register_family(env_id: str) -> None:
+    for prefix, (family, extra, package, register) in _FAMILIES.items():
+        if env_id.startswith(prefix):
+            try:
+                register()
+            except ImportError:
+                raise ConfigError(f"env.id {env_id}: the {family} environments need the package {package}, "
+                                  "which is not installed", f"pip install 'rlkit[{extra}]'") from None
+
+
+def _channels_last(obs: np.ndarray) -> np.ndarray:
+    return np.moveaxis(obs, 0, -1)
+
+
+def _atari(env: gym.Env) -> gym.Env:
+    """The DQN papers' pipeline (``env.preprocess: atari``); frames stacked channels-last, as the CNN reads them."""
+    from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation, TransformObservation
+
+    env = FrameStackObservation(AtariPreprocessing(env, scale_obs=True), 4)
+    space = env.observation_space
+    assert isinstance(space, gym.spaces.Box)
+    stacked = gym.spaces.Box(0.0, 1.0, (*space.shape[1:], space.shape[0]), np.float32)
+    return TransformObservation(env, _channels_last, stacked)
+
+
+def _make(env_id: str, preprocess: str, kwargs: dict[str, Any]) -> gym.Env:
+    _register_family(env_id)
+    if preprocess == "atari":
+        # AtariPreprocessing skips the frames itself: the emulator must return every one.
+        return _atari(gym.make(env_id, **{**kwargs, "frameskip": 1}))
+    return gym.make(env_id, **kwargs)
+
+
 def _check_env_id(env_id: str) -> None:
+    _register_family(env_id)
     if env_id in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
@@ -80,8 +135,11 @@ def _check_env_id(env_id: str) -> None:
 
 def make_env(cfg: EnvConfig) -> gym.Env:
     _check_env_id(cfg.id)
+    if cfg.preprocess == "atari" and not cfg.id.startswith("ALE/"):
+        raise ConfigError(f"env.preprocess atari: env.id {cfg.id} is not an Atari game",
+                          "use an ALE/ id such as ALE/Breakout-v5, or env.preprocess none")
     try:
-        return gym.make(cfg.id, **cfg.kwargs)
+        return _make(cfg.id, cfg.preprocess, cfg.kwargs)
     except TypeError as err:
         raise ConfigError(f"env.kwargs for {cfg.id}: {err}") from None
     except gym.error.DependencyNotInstalled as err:
@@ -90,7 +148,7 @@ def make_env(cfg: EnvConfig) -> gym.Env:
 
 def env_factory(cfg: EnvConfig) -> Callable[[], gym.Env]:
     """A picklable factory, so vector envs built from it pickle whole (checkpoints)."""
-    return functools.partial(gym.make, cfg.id, **cfg.kwargs)
+    return functools.partial(_make, cfg.id, cfg.preprocess, cfg.kwargs)
 
 
 def make_vector_env(cfg: EnvConfig, num_envs: int) -> VectorEnv:
@@ -100,8 +158,10 @@ def make_vector_env(cfg: EnvConfig, num_envs: int) -> VectorEnv:
     observation and ignores its action; that is gymnasium's batched envs'
     own mode, so one rollout loop serves both implementations.
     """
+    _register_family(cfg.id)
     spec = gym.spec(cfg.id)
-    if cfg.vectorization == "auto" and spec.vector_entry_point is not None:
+    # A batched implementation has its own preprocessing (ale-py's): rlkit's pipeline wraps single envs.
+    if cfg.vectorization == "auto" and spec.vector_entry_point is not None and cfg.preprocess == "none":
         try:
             vec = gym.make_vec(cfg.id, num_envs=num_envs, vectorization_mode="vector_entry_point", **cfg.kwargs)
         except TypeError:  # a keyword only the single-env class (or gym.make) takes

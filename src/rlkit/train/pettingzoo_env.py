@@ -300,7 +300,7 @@ def describe(ref: PettingZooRef, env: Any) -> MultiAgentSpec:
         if _is_image(obs):
             raise ConfigError(
                 f"env.id {ref.env_id}: agent {agent} observes images {space_label(obs)}, "
-                "and rlkit has no image encoder yet",
+                "and rlkit's cnn encoder takes gymnasium environments only so far",
                 "choose an environment with vector observations (knights_archers_zombies: obs_method vector)",
             )
         if not (isinstance(act_space, spaces.Discrete)

@@ -2,8 +2,9 @@
 
 Rollout actors run ``NumpyPolicy``: an MLP forward pass in numpy is faster
 than torch at rollout batch sizes and keeps torch (about 220 MB and two
-seconds of import) out of every actor process. Both sides read the same
-weight dict, so the numpy log-probabilities match torch's to float precision.
+seconds of import) out of every actor process (the CNN's measurements are in
+``rlkit.train.encoder``). Both sides read the same weight dict, so the numpy
+log-probabilities match torch's to float precision.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rlkit.config import ModelConfig
+from rlkit.train.encoder import make_encoder
 from rlkit.train.envs import PolicySpec
 from rlkit.train.normalize import RunningMeanStd
 
@@ -42,18 +44,13 @@ class Published:
     """self_play: the pool's frozen snapshots by snapshot id, oldest first."""
 
 
-def _activation(name: str):
-    return np.tanh if name == "tanh" else (lambda x: np.maximum(x, 0.0))
-
-
 class NumpyPolicy:
     """Inference-only mirror of ``ActorCritic`` for rollout actors."""
 
     def __init__(self, spec: PolicySpec, model: ModelConfig, critic: bool) -> None:
         self.spec = spec
         self.critic = critic
-        self.num_layers = len(model.hidden_sizes) + 1
-        self.act_fn = _activation(model.activation)
+        self.encoder = make_encoder(spec, model)
         self.weights: Weights = {}
         if spec.action_kind == "continuous":
             self.low = np.asarray(spec.action_low, dtype=np.float32)
@@ -62,19 +59,13 @@ class NumpyPolicy:
     def load(self, weights: Weights) -> None:
         self.weights = weights
 
-    def _mlp(self, prefix: str, x: np.ndarray) -> np.ndarray:
-        w = self.weights
-        for i in range(self.num_layers):
-            # nn.Sequential numbers activations too: Linear layers sit at 0, 2, 4...
-            x = x @ w[f"{prefix}.{2 * i}.weight"].T + w[f"{prefix}.{2 * i}.bias"]
-            if i < self.num_layers - 1:
-                x = self.act_fn(x)
-        return x
+    def _forward(self, prefix: str, x: np.ndarray) -> np.ndarray:
+        return self.encoder.forward(self.weights, prefix, x)
 
     def value(self, obs: np.ndarray) -> np.ndarray:
         if not self.critic:
             return np.zeros(len(obs), dtype=np.float32)
-        return self._mlp("critic", obs)[:, 0]
+        return self._forward("critic", obs)[:, 0]
 
     def act(self, obs: np.ndarray, rng: np.random.Generator,
             mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -83,7 +74,7 @@ class NumpyPolicy:
         ``mask`` (discrete actions only) marks the legal actions of each row:
         the others get probability zero and are never drawn.
         """
-        out = self._mlp("actor", obs)
+        out = self._forward("actor", obs)
         if self.spec.action_kind == "discrete":
             if mask is not None:
                 out = np.where(mask, out, -np.inf)
@@ -106,7 +97,7 @@ class NumpyPolicy:
         return actions, logp.astype(np.float32), self.value(obs)
 
     def act_deterministic(self, obs: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        out = self._mlp("actor", obs)
+        out = self._forward("actor", obs)
         if self.spec.action_kind == "continuous":
             return out
         return (out if mask is None else np.where(mask, out, -np.inf)).argmax(axis=1)

@@ -13,6 +13,7 @@ from rlkit.config import TrainConfig
 from rlkit.errors import BadInputError
 from rlkit.train import checkpoint as ckpt
 from rlkit.train.agents import AgentMapping, build_mapping
+from rlkit.train.encoder import make_encoder
 from rlkit.train.envs import probe
 from rlkit.train.rollout import peak_rss_mb
 
@@ -77,6 +78,8 @@ def train(
     # Validate the environment, the agent mapping (and an explicit CUDA request) before paying for Ray's start-up.
     spec = probe(config.env, config.algo.name)
     mapping = build_mapping(config, spec)
+    for pspec in mapping.policies.values():
+        make_encoder(pspec, config.model)  # a cnn on vector observations fails here, before Ray starts
     if config.device == "cuda":
         from rlkit.train.learner import resolve_device
 

@@ -9,19 +9,20 @@ import torch
 from torch import nn
 
 from rlkit.config import ModelConfig
+from rlkit.train.encoder import CnnEncoder, make_encoder
 from rlkit.train.envs import PolicySpec
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def layer_init(layer: nn.Linear, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Linear:
+def layer_init(layer: nn.Linear | nn.Conv2d, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Linear:
     # Orthogonal initialisation, sqrt(2) gain for hidden layers.
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
     return layer
 
 
-def _mlp(in_dim: int, hidden: list[int], out_dim: int, activation: str, out_std: float) -> nn.Sequential:
+def mlp(in_dim: int, hidden: list[int], out_dim: int, activation: str, out_std: float) -> nn.Sequential:
     act = nn.Tanh if activation == "tanh" else nn.ReLU
     layers: list[nn.Module] = []
     for size in hidden:
@@ -31,13 +32,40 @@ def _mlp(in_dim: int, hidden: list[int], out_dim: int, activation: str, out_std:
     return nn.Sequential(*layers)
 
 
+class _ChannelsFirst(nn.Module):
+    """Flat (height x width x channels) rows -> the (batch, channels, height, width) Conv2d takes."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(len(x), *self.shape).permute(0, 3, 1, 2)
+
+
+def conv_net(encoder: CnnEncoder, out_dim: int, out_std: float) -> nn.Sequential:
+    """``encoder``'s network, in the layout ``CnnEncoder.forward`` reads."""
+    layers: list[nn.Module] = [_ChannelsFirst(encoder.shape)]
+    channels = encoder.shape[2]
+    for conv in encoder.layers:
+        layers += [layer_init(nn.Conv2d(channels, conv.channels, conv.kernel, conv.stride)), nn.ReLU()]
+        channels = conv.channels
+    h, w = encoder.out_sides()
+    layers += [nn.Flatten(), layer_init(nn.Linear(channels * h * w, encoder.features)), nn.ReLU(),
+               layer_init(nn.Linear(encoder.features, out_dim), std=out_std)]
+    return nn.Sequential(*layers)
+
+
 class ActorCritic(nn.Module):
     def __init__(self, spec: PolicySpec, model: ModelConfig, critic: bool) -> None:
         super().__init__()
         self.spec = spec
         # Small final-layer gain keeps the initial policy close to uniform.
-        self.actor = _mlp(spec.obs_dim, model.hidden_sizes, spec.action_dim, model.activation, 0.01)
-        self.critic = _mlp(spec.obs_dim, model.hidden_sizes, 1, model.activation, 1.0) if critic else None
+        encoder = make_encoder(spec, model)
+        # Actor and critic have a network each, the CNN's conv layers too (CleanRL's Atari PPO
+        # shares them): the numpy mirror and the checkpoint's tensors stay one per key.
+        self.actor = encoder.network(spec.action_dim, 0.01)
+        self.critic = encoder.network(1, 1.0) if critic else None
         if spec.action_kind == "continuous":
             # State-independent log standard deviation, as in CleanRL's continuous PPO.
             self.actor_logstd = nn.Parameter(torch.zeros(spec.action_dim))
@@ -79,7 +107,7 @@ class CentralCritic(nn.Module):
     def __init__(self, in_dim: int, model: ModelConfig) -> None:
         super().__init__()
         # Named as ActorCritic's critic, so NumpyPolicy.value reads its weights as they are.
-        self.critic = _mlp(in_dim, model.hidden_sizes, 1, model.activation, 1.0)
+        self.critic = mlp(in_dim, model.hidden_sizes, 1, model.activation, 1.0)
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x).squeeze(-1)
