@@ -101,7 +101,8 @@ def read_rlkit(run: Run, t0: float, out: list[str]) -> None:
         run.time_to_475_s = last_ckpt.stat().st_mtime - t0
         run.startup_s = run.time_to_475_s - summary["wall_s"]
     run.driver_peak_mb = max(run.driver_peak_mb or 0.0, summary["driver_peak_rss_mb"])
-    run.timeline = dict(summary["timeline"])
+    # An rlkit from before the timeline: its final checkpoint, written right after the last update, stands in.
+    run.timeline = dict(summary.get("timeline") or {"last_update": round(last_ckpt.stat().st_mtime - t0, 3)})
     run.timeline["exit_after_last_update"] = round(run.process_wall_s - run.timeline["last_update"], 3)
 
 
