@@ -63,6 +63,23 @@ def _ray_processes(tmpdir: str) -> dict[int, bytes]:
         found |= more
 
 
+def _listening_ports(pid: int) -> set[int]:
+    """The TCP ports that ``pid`` listens on (its sockets' inodes, matched in /proc/net/tcp{,6})."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def _survivors(before: dict[int, bytes]) -> list[bytes]:
     """The command lines of ``before`` that still run (a pid reused since runs another command line)."""
     alive = []
@@ -95,6 +112,9 @@ def test_sigkill_of_the_driver_takes_its_ray_processes_down(driver: tuple[subpro
     # The head processes a training run has no use for are not started (rlkit.train.session).
     unused = (b"dashboard/dashboard.py", b"autoscaler/_private/monitor.py", b"_private/log_monitor.py")
     assert not [c[:120] for c in before.values() if any(u in c for u in unused)]
+    # Its dashboard agent is Ray's minimal one: no HTTP, gRPC or metrics port is opened for it.
+    [agent] = [pid for pid, c in before.items() if b"ray::DashboardAgent" in c]
+    assert _listening_ports(agent) == set()
     proc.kill()
     proc.wait()
     assert _wait_for(lambda: not _survivors(before), 10), [c[:120] for c in _survivors(before)]
